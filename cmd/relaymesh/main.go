@@ -1,0 +1,116 @@
+// Command relaymesh is a live-streaming daemon. An origin takes streams
+// from encoders over RTMP and serves them as Low-Latency HLS; edges (in a
+// later release) relay them across a mesh. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+var stderr io.Writer = os.Stderr
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "relaymesh:", err)
+		os.Exit(2)
+	}
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "relaymesh",
+		Short: "Live streaming: RTMP in, Low-Latency HLS out",
+		Long: `relaymesh takes live streams from encoders (OBS, ffmpeg) and serves them
+as Low-Latency HLS.
+
+  relaymesh demo      a working node with a built-in test stream
+  relaymesh origin    take streams from encoders: rtmp://HOST/live/{stream}
+
+Playback on any node: http://HOST:8080/live/{stream}/index.m3u8
+
+Every flag can also be set as RELAYMESH_<FLAG> (e.g. RELAYMESH_PART_TARGET=300ms)
+or as a key in the YAML file given to --config.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newOriginCmd(), newDemoCmd(), newVersionCmd())
+	return root
+}
+
+func newOriginCmd() *cobra.Command {
+	var f nodeFlags
+	cmd := &cobra.Command{
+		Use:   "origin",
+		Short: "Take live streams from encoders and serve them as LL-HLS",
+		Long: `Run an origin: encoders publish to it, viewers play from it.
+
+Publish:  rtmp://HOST:1935/live/{stream}   (OBS: server rtmp://HOST/live, key {stream})
+Play:     http://HOST:8080/live/{stream}/index.m3u8
+
+An empty address disables a listener, e.g. --srt "".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runNode(cmd, &f, nil)
+		},
+	}
+	f.register(cmd.Flags())
+	return cmd
+}
+
+// runNode reads flags, binds listeners and serves until SIGINT or SIGTERM.
+// started, if set, runs once listeners are bound, alongside the node.
+func runNode(cmd *cobra.Command, f *nodeFlags, started func(context.Context, *node) error) error {
+	if err := applyEnvAndConfig(cmd.Flags()); err != nil {
+		return err
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+	log, err := f.logger()
+	if err != nil {
+		return err
+	}
+	n, err := newNode(*f, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, func() { log.Info("shutting down") })
+	var extra []func(context.Context) error
+	if started != nil {
+		extra = append(extra, func(ctx context.Context) error { return started(ctx, n) })
+	}
+	err = n.run(ctx, extra...)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the relaymesh version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "relaymesh", version())
+		},
+	}
+}

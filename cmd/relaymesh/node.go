@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/ingest"
+	"github.com/relaymesh/relaymesh/ingest/rtmp"
+	"github.com/relaymesh/relaymesh/relay"
+)
+
+// nodeFlags are the settings shared by origin, edge and demo.
+type nodeFlags struct {
+	HTTP, RTMP, SRT, RTSP, Mesh, Relay string
+	Join, NodeName, ClusterKey         string
+	Region, Advertise                  string
+	TLSCert, TLSKey                    string
+	PartTarget, MinSegment, Grace      time.Duration
+	LogLevel                           string
+}
+
+func (f *nodeFlags) register(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML file whose keys are flag names (env RELAYMESH_CONFIG)")
+	fs.StringVar(&f.HTTP, "http", ":8080", "viewer HTTP listener: LL-HLS at /live/{stream}/index.m3u8")
+	fs.StringVar(&f.RTMP, "rtmp", ":1935", "RTMP ingest listener: rtmp://HOST/live/{stream}")
+	fs.StringVar(&f.SRT, "srt", ":6000", "SRT ingest listener (not in this release; accepted and ignored)")
+	fs.StringVar(&f.RTSP, "rtsp", ":8554", "RTSP ingest listener (not in this release; accepted and ignored)")
+	fs.StringVar(&f.Mesh, "mesh", ":7946", "memberlist bind, TCP and UDP (not in this release)")
+	fs.StringVar(&f.Relay, "relay", ":7947", "QUIC relay, UDP (not in this release)")
+	fs.StringVar(&f.Join, "join", "", "comma-separated host:port mesh seeds")
+	fs.StringVar(&f.NodeName, "node-name", "", "unique node name (default: hostname)")
+	fs.StringVar(&f.ClusterKey, "cluster-key", "", "shared key for mesh authentication and encryption")
+	fs.StringVar(&f.Region, "region", "", "region label")
+	fs.StringVar(&f.Advertise, "advertise", "", "address other nodes should dial")
+	fs.StringVar(&f.TLSCert, "tls-cert", "", "PEM certificate: serve viewers HTTPS with HTTP/2")
+	fs.StringVar(&f.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.DurationVar(&f.PartTarget, "part-target", 200*time.Millisecond, "LL-HLS part duration (PART-TARGET)")
+	fs.DurationVar(&f.MinSegment, "min-segment", time.Second, "shortest segment; segments start at the next keyframe after it")
+	fs.DurationVar(&f.Grace, "grace", 30*time.Second, "how long a stream outlives its publisher, so a reconnect continues it")
+	fs.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func (f *nodeFlags) validate() error {
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together: give both or neither")
+	}
+	if f.PartTarget < 50*time.Millisecond || f.PartTarget > 2*time.Second {
+		return fmt.Errorf("--part-target %v: choose between 50ms and 2s", f.PartTarget)
+	}
+	if f.MinSegment < f.PartTarget || f.MinSegment > 10*time.Second {
+		return fmt.Errorf("--min-segment %v: choose between --part-target and 10s", f.MinSegment)
+	}
+	if f.Grace <= 0 {
+		return fmt.Errorf("--grace %v: must be positive", f.Grace)
+	}
+	for _, a := range []struct{ name, addr string }{
+		{"http", f.HTTP}, {"rtmp", f.RTMP}, {"srt", f.SRT}, {"rtsp", f.RTSP}, {"mesh", f.Mesh}, {"relay", f.Relay},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("--%s %q: want host:port or :port (%v)", a.name, a.addr, err)
+		}
+	}
+	return nil
+}
+
+func (f *nodeFlags) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.LogLevel)
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// node is one running relaymesh process: its stream registry and listeners.
+type node struct {
+	flags    nodeFlags
+	log      *slog.Logger
+	registry *relay.Registry
+	packager ingest.PackagerConfig
+
+	httpLn, rtmpLn net.Listener
+	tls            *tls.Config
+}
+
+// newNode binds every listener, so that a busy port is reported before
+// anything starts.
+func newNode(f nodeFlags, log *slog.Logger) (*node, error) {
+	n := &node{flags: f, log: log}
+	n.registry = relay.NewRegistry(relay.RegistryConfig{PartTarget: f.PartTarget, Grace: f.Grace, Logger: log})
+	n.packager = ingest.PackagerConfig{PartTarget: f.PartTarget, MinSegment: f.MinSegment}
+	if f.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		n.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	var err error
+	if f.HTTP != "" {
+		if n.httpLn, err = listen("http", f.HTTP); err != nil {
+			return nil, err
+		}
+	}
+	if f.RTMP != "" {
+		if n.rtmpLn, err = listen("rtmp", f.RTMP); err != nil {
+			n.close()
+			return nil, err
+		}
+	}
+	for _, a := range []struct{ name, addr string }{{"srt", f.SRT}, {"rtsp", f.RTSP}, {"mesh", f.Mesh}, {"relay", f.Relay}} {
+		if a.addr != "" {
+			log.Debug("listener not in this release; flag accepted and ignored", "flag", "--"+a.name, "addr", a.addr)
+		}
+	}
+	return n, nil
+}
+
+func listen(flag, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--%s %s: %w (is another relaymesh running? pick another address, or --%s \"\" to disable)", flag, addr, err, flag)
+	}
+	return ln, nil
+}
+
+func (n *node) close() {
+	for _, ln := range []net.Listener{n.httpLn, n.rtmpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// run serves until ctx ends, then shuts down cleanly.
+func (n *node) run(ctx context.Context, extra ...func(context.Context) error) error {
+	defer n.registry.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	if n.rtmpLn != nil {
+		srv := &rtmp.Server{Registry: n.registry, Packager: n.packager, Logger: n.log}
+		g.Go(func() error { return srv.Serve(ctx, n.rtmpLn) })
+		n.log.Info("rtmp ingest listening", "addr", n.rtmpLn.Addr().String(), "publish", "rtmp://HOST"+port(n.rtmpLn)+"/live/{stream}")
+	}
+	if n.httpLn != nil {
+		g.Go(func() error { return n.serveHTTP(ctx) })
+		n.log.Info("http listening", "addr", n.httpLn.Addr().String(), "play", n.scheme()+"://HOST"+port(n.httpLn)+"/live/{stream}/index.m3u8")
+	}
+	for _, f := range extra {
+		g.Go(func() error { return f(ctx) })
+	}
+	err := g.Wait()
+	n.log.Info("stopped")
+	return err
+}
+
+func port(ln net.Listener) string {
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	return ":" + p
+}
+
+func (n *node) scheme() string {
+	if n.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+func (n *node) handler() http.Handler {
+	hls := &edge.Server{Streams: n.registry, Logger: n.log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		names := n.registry.Names()
+		sort.Strings(names)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "relaymesh %s\n\nstreams:\n", version())
+		for _, s := range names {
+			fmt.Fprintf(w, "  %s://%s%s%s/index.m3u8\n", n.scheme(), r.Host, edge.PathPrefix, s)
+		}
+		if len(names) == 0 {
+			fmt.Fprintln(w, "  (none: publish to rtmp://HOST/live/{stream})")
+		}
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// LL-HLS paths skip ServeMux, which would redirect "..": the edge
+		// handler answers those with 404 itself.
+		if strings.HasPrefix(r.URL.Path, edge.PathPrefix) {
+			hls.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (n *node) serveHTTP(ctx context.Context) error {
+	base, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := &http.Server{
+		Handler:           n.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if n.tls != nil {
+			srv.TLSConfig = n.tls // HTTP/2 is negotiated over TLS by ALPN
+			errc <- srv.ServeTLS(n.httpLn, "", "")
+		} else {
+			errc <- srv.Serve(n.httpLn)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	// Blocked playlist requests would hold shutdown for seconds: end them.
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	srv.Shutdown(sctx)
+	<-errc
+	return nil
+}

@@ -1,0 +1,334 @@
+// Package edge serves Low-Latency HLS from relay streams: the multivariant
+// and media playlists with blocking reload, preload hints and delta
+// updates, and init segments, parts and segments. It reads streams through
+// the Streams interface and never writes them.
+package edge
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relaymesh/relaymesh/relay"
+)
+
+// Streams finds the stream a viewer asks for. It returns
+// relay.ErrNoStream when the node cannot serve it.
+type Streams interface {
+	Lookup(ctx context.Context, name string) (*relay.Stream, error)
+}
+
+// PathPrefix is where streams are served: /live/{stream}/{file}.
+const PathPrefix = "/live/"
+
+// Server is the LL-HLS handler. Its zero value is not usable: Streams must
+// be set.
+type Server struct {
+	Streams Streams
+	Logger  *slog.Logger
+
+	mu      sync.Mutex
+	renders map[*relay.Stream]*renderCache
+}
+
+// renderCache keeps the last rendered playlists of one stream. Every viewer
+// blocked on the same update wakes to the same snapshot, so rendering and
+// compressing once per update serves them all.
+type renderCache struct {
+	media [2]atomic.Pointer[rendered] // [0] full, [1] delta update
+}
+
+type rendered struct {
+	snap  *relay.Snapshot
+	plain []byte
+	gz    []byte
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// ServeHTTP answers GET, HEAD and OPTIONS under PathPrefix.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Type")
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodOptions:
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Range, Origin, Accept, Accept-Encoding")
+		h.Set("Access-Control-Max-Age", "86400")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	default:
+		h.Set("Allow", "GET, HEAD, OPTIONS")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	// The raw path is split by hand, not cleaned: "..", empty or extra
+	// elements are simply not found.
+	rest, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
+	name, file, ok2 := strings.Cut(rest, "/")
+	if !ok || !ok2 || !relay.ValidName(name) || strings.Contains(file, "/") {
+		notFound(w, time.Second)
+		return
+	}
+	st, err := s.Streams.Lookup(r.Context(), name)
+	if err != nil {
+		if !errors.Is(err, relay.ErrNoStream) {
+			s.log().Warn("stream lookup failed", "stream", name, "err", err)
+		}
+		notFound(w, time.Second)
+		return
+	}
+	switch {
+	case file == "index.m3u8":
+		s.serveMultivariant(w, r, st)
+	case file == mediaPlaylistName:
+		s.serveMedia(w, r, st)
+	default:
+		s.serveFile(w, r, st, file)
+	}
+}
+
+func notFound(w http.ResponseWriter, maxAge time.Duration) {
+	cacheFor(w, maxAge)
+	http.Error(w, "not found", http.StatusNotFound)
+}
+
+func cacheFor(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(max(int(d/time.Second), 0)))
+}
+
+func targetDuration(snap *relay.Snapshot) time.Duration {
+	return time.Duration(snap.TargetDuration) * time.Second
+}
+
+func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
+	// A viewer may arrive between publish and the first keyframe: wait a
+	// little for the codecs rather than fail.
+	snap := st.Snapshot()
+	ctx, cancel := context.WithTimeout(r.Context(), 3*targetDuration(snap))
+	defer cancel()
+	snap, err := st.Wait(ctx, func(sn *relay.Snapshot) bool { return sn.LatestInit() != nil })
+	if err != nil || snap.LatestInit() == nil {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "stream has no media yet", http.StatusServiceUnavailable)
+		return
+	}
+	cacheFor(w, targetDuration(snap)/2)
+	writePlaylist(w, r, RenderMultivariant(snap), nil)
+}
+
+func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
+	d, err := ParseDirectives(r.URL.Query())
+	snap := st.Snapshot()
+	td := targetDuration(snap)
+	if err != nil {
+		cacheFor(w, td)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if d.TooFarAhead(snap, st.PartTarget) {
+		cacheFor(w, 4*td)
+		http.Error(w, "requested media is too far beyond the live edge", http.StatusBadRequest)
+		return
+	}
+	if d.Blocking() && !d.Satisfied(snap) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*td)
+		snap, err = st.Wait(ctx, d.Satisfied)
+		cancel()
+		if err != nil || !d.Satisfied(snap) {
+			if r.Context().Err() != nil {
+				return // the viewer went away
+			}
+			w.Header().Set("Cache-Control", "no-store")
+			http.Error(w, "playlist update did not arrive in time", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	if d.Blocking() {
+		cacheFor(w, 6*td)
+	} else {
+		cacheFor(w, td/2)
+	}
+	out := s.render(st, snap, d.Skip)
+	writePlaylist(w, r, out.plain, out.gz)
+}
+
+// render returns the playlist for snap, from the cache when another
+// request already rendered it.
+func (s *Server) render(st *relay.Stream, snap *relay.Snapshot, skip bool) *rendered {
+	s.mu.Lock()
+	if s.renders == nil {
+		s.renders = map[*relay.Stream]*renderCache{}
+	}
+	rc := s.renders[st]
+	if rc == nil {
+		rc = &renderCache{}
+		s.renders[st] = rc
+	}
+	if snap.Gone {
+		delete(s.renders, st)
+	}
+	s.mu.Unlock()
+
+	i := 0
+	if skip {
+		i = 1
+	}
+	if cur := rc.media[i].Load(); cur != nil && cur.snap == snap {
+		return cur
+	}
+	out := &rendered{snap: snap, plain: RenderMedia(snap, st.PartTarget, skip)}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	zw.Write(out.plain)
+	zw.Close()
+	out.gz = buf.Bytes()
+	// Keep the newest: a slow renderer must not replace a newer playlist.
+	for {
+		cur := rc.media[i].Load()
+		if cur != nil && cur.snap.NextPart > snap.NextPart {
+			return out
+		}
+		if rc.media[i].CompareAndSwap(cur, out) {
+			return out
+		}
+	}
+}
+
+func writePlaylist(w http.ResponseWriter, r *http.Request, plain, gz []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/vnd.apple.mpegurl")
+	h.Set("Priority", "u=1")
+	h.Add("Vary", "Accept-Encoding")
+	body := plain
+	if gz != nil && acceptsGzip(r) {
+		h.Set("Content-Encoding", "gzip")
+		body = gz
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	w.Write(body)
+}
+
+func acceptsGzip(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for _, part := range strings.Split(v, ",") {
+			enc, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.TrimSpace(enc) == "gzip" && strings.ReplaceAll(params, " ", "") != "q=0" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mediaFile names an init segment, a part or a segment.
+type mediaFile struct {
+	kind byte // 'i', 'p' or 's'
+	n    uint64
+}
+
+func parseMediaFile(file string) (mediaFile, bool) {
+	for _, f := range []struct {
+		prefix, suffix string
+		kind           byte
+	}{{"init", ".mp4", 'i'}, {"part", ".m4s", 'p'}, {"seg", ".m4s", 's'}} {
+		num, ok := strings.CutPrefix(file, f.prefix)
+		if !ok {
+			continue
+		}
+		num, ok = strings.CutSuffix(num, f.suffix)
+		if !ok || num == "" || len(num) > 19 || strings.TrimLeft(num, "0123456789") != "" {
+			return mediaFile{}, false
+		}
+		n, err := strconv.ParseUint(num, 10, 64)
+		if err != nil {
+			return mediaFile{}, false
+		}
+		return mediaFile{f.kind, n}, true
+	}
+	return mediaFile{}, false
+}
+
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, st *relay.Stream, file string) {
+	mf, ok := parseMediaFile(file)
+	snap := st.Snapshot()
+	td := targetDuration(snap)
+	if !ok {
+		notFound(w, td)
+		return
+	}
+	var body [][]byte
+	switch mf.kind {
+	case 'i':
+		if in := snap.Init(mf.n); in != nil {
+			body = [][]byte{in.Data}
+		}
+	case 's':
+		if seg := snap.Segment(mf.n); seg != nil && seg.Complete {
+			body = make([][]byte, len(seg.Parts))
+			for i, p := range seg.Parts {
+				body[i] = p.Data
+			}
+		}
+	case 'p':
+		p := snap.Part(mf.n)
+		if p == nil && mf.n == snap.NextPart && snap.Live {
+			// The hinted part: hold the request until it is complete
+			// (RFC 8216bis 6.2.6), then send it whole.
+			ctx, cancel := context.WithTimeout(r.Context(), 3*td)
+			snap, _ = st.Wait(ctx, func(sn *relay.Snapshot) bool { return sn.Part(mf.n) != nil || !sn.Live })
+			cancel()
+			p = snap.Part(mf.n)
+			if p == nil && r.Context().Err() != nil {
+				return
+			}
+			if p == nil && snap.Live {
+				w.Header().Set("Cache-Control", "no-store")
+				http.Error(w, "part did not arrive in time", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		if p != nil {
+			body = [][]byte{p.Data}
+		}
+	}
+	if body == nil {
+		notFound(w, td)
+		return
+	}
+	size := 0
+	for _, b := range body {
+		size += len(b)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "video/mp4")
+	h.Set("Content-Length", strconv.Itoa(size))
+	h.Set("Priority", "u=2")
+	cacheFor(w, 6*td)
+	if r.Method == http.MethodHead {
+		return
+	}
+	for _, b := range body {
+		if _, err := w.Write(b); err != nil {
+			return
+		}
+	}
+}

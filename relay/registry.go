@@ -1,0 +1,200 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrStreamBusy is returned when a stream already has a publisher.
+var ErrStreamBusy = errors.New("stream already has a publisher")
+
+// ErrBadStreamName is returned for names outside [A-Za-z0-9_.-]{1,128}.
+var ErrBadStreamName = errors.New("stream name must be 1-128 characters of A-Z a-z 0-9 _ . -")
+
+var streamName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// ValidName reports whether name can name a stream. Names become URL path
+// elements, so they are kept to a safe alphabet with no "..".
+func ValidName(name string) bool { return streamName.MatchString(name) }
+
+// RegistryConfig sets how streams are kept.
+type RegistryConfig struct {
+	PartTarget time.Duration // default 200ms
+	Window     Window
+	// Grace is how long a stream outlives its publisher, so that a
+	// reconnecting encoder continues the same playlist (default 30s).
+	Grace  time.Duration
+	Logger *slog.Logger
+}
+
+// Registry is a node's table of streams. The zero value is not usable;
+// call NewRegistry.
+type Registry struct {
+	cfg RegistryConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	streams map[string]*entry
+	closed  bool
+}
+
+type entry struct {
+	stream    *Stream
+	publisher *Publication
+	expiry    *time.Timer
+	published bool          // has had a publisher, so a new one is a discontinuity
+	gen       uint64        // publications so far
+	mediaEnd  time.Duration // where the last publisher's timeline ended
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(cfg RegistryConfig) *Registry {
+	if cfg.PartTarget <= 0 {
+		cfg.PartTarget = 200 * time.Millisecond
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Registry{cfg: cfg, log: cfg.Logger, streams: map[string]*entry{}}
+}
+
+// PartTarget is the part duration the registry's streams aim for.
+func (r *Registry) PartTarget() time.Duration { return r.cfg.PartTarget }
+
+// Get returns the named stream, or nil.
+func (r *Registry) Get(name string) *Stream {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.streams[name]; e != nil {
+		return e.stream
+	}
+	return nil
+}
+
+// ErrNoStream is returned by Lookup for a stream the node does not hold.
+var ErrNoStream = errors.New("no such stream")
+
+// Lookup returns the named stream, or ErrNoStream.
+func (r *Registry) Lookup(_ context.Context, name string) (*Stream, error) {
+	if s := r.Get(name); s != nil {
+		return s, nil
+	}
+	return nil, ErrNoStream
+}
+
+// Names lists the streams held, in no particular order.
+func (r *Registry) Names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.streams))
+	for n := range r.streams {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Publication is a publisher's exclusive right to write a stream.
+type Publication struct {
+	Stream *Stream
+	// Resumed is true when the stream had an earlier publisher whose window
+	// is still held: the first new segment must carry a discontinuity.
+	Resumed bool
+	// Generation counts the stream's publications, from 1. It names the
+	// publication's init segment.
+	Generation uint64
+	// MediaStart is where the previous publisher's timeline ended. A new
+	// publisher continues from it, so decode times never go backwards.
+	MediaStart time.Duration
+
+	r        *Registry
+	once     sync.Once
+	mediaEnd atomic.Int64
+}
+
+// SetMediaEnd records where this publication's timeline has reached.
+func (p *Publication) SetMediaEnd(d time.Duration) { p.mediaEnd.Store(int64(d)) }
+
+// Publish claims the named stream for a new publisher.
+func (r *Registry) Publish(name string) (*Publication, error) {
+	if !ValidName(name) {
+		return nil, fmt.Errorf("publish %q: %w", name, ErrBadStreamName)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errors.New("publish: node is shutting down")
+	}
+	e := r.streams[name]
+	if e != nil && e.publisher != nil {
+		return nil, fmt.Errorf("publish %q: %w", name, ErrStreamBusy)
+	}
+	if e == nil {
+		e = &entry{stream: NewStream(name, r.cfg.PartTarget, r.cfg.Window)}
+		r.streams[name] = e
+	}
+	if e.expiry != nil {
+		e.expiry.Stop()
+		e.expiry = nil
+	}
+	e.gen++
+	p := &Publication{Stream: e.stream, Resumed: e.published, Generation: e.gen, MediaStart: e.mediaEnd, r: r}
+	p.mediaEnd.Store(int64(e.mediaEnd))
+	e.publisher = p
+	e.published = true
+	return p, nil
+}
+
+// Close ends the publication. The stream stays servable for the grace
+// period and is then removed unless a new publisher arrived.
+func (p *Publication) Close() {
+	p.once.Do(func() {
+		p.Stream.EndPublish()
+		r := p.r
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		e := r.streams[p.Stream.Name]
+		if e == nil || e.publisher != p {
+			return
+		}
+		e.publisher = nil
+		e.mediaEnd = time.Duration(p.mediaEnd.Load())
+		if r.closed {
+			return
+		}
+		e.expiry = time.AfterFunc(r.cfg.Grace, func() { r.expire(p.Stream.Name, e) })
+	})
+}
+
+func (r *Registry) expire(name string, e *entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.streams[name] != e || e.publisher != nil {
+		return
+	}
+	delete(r.streams, name)
+	e.stream.remove()
+	r.log.Info("stream removed after grace period", "stream", name, "grace", r.cfg.Grace)
+}
+
+// Close stops all grace timers and marks every stream gone.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for name, e := range r.streams {
+		if e.expiry != nil {
+			e.expiry.Stop()
+		}
+		e.stream.remove()
+		delete(r.streams, name)
+	}
+}

@@ -1,0 +1,330 @@
+// Package relay owns the stream model: a stream's init segments, segments
+// and parts, and the per-stream GOP cache that holds the playlist window.
+//
+// A Stream has one writer (the packager at an origin, the relay client at an
+// edge) and any number of readers (playlist and media handlers). The writer
+// publishes immutable Snapshots through an atomic pointer, so readers never
+// take a lock the writer needs and a slow reader can never stall ingest.
+// Each Snapshot carries a channel that is closed when it is superseded,
+// which is how blocking playlist reloads and hinted-part requests wait.
+package relay
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Init is a CMAF initialization segment and what a player needs to know
+// about the tracks it describes.
+type Init struct {
+	ID        uint64 // unique within the stream; names the URI init{ID}.mp4
+	Data      []byte
+	Codecs    string // RFC 6381 list for the CODECS attribute, e.g. "avc1.64001f,mp4a.40.2"
+	Width     int    // 0 when there is no video
+	Height    int
+	FrameRate float64
+}
+
+// Part is one CMAF chunk (moof+mdat) holding whole frames of every track.
+type Part struct {
+	N           uint64 // stream-wide part number; names the URI part{N}.m4s
+	Duration    time.Duration
+	Independent bool // starts with a keyframe
+	Data        []byte
+}
+
+// Segment is a run of parts that starts at a keyframe.
+// Segments inside a Snapshot are never mutated; the writer replaces them.
+type Segment struct {
+	MSN           uint64    // media sequence number
+	Start         time.Time // wall clock at ingest: PROGRAM-DATE-TIME
+	Discontinuity bool      // first segment after a publisher change
+	Init          *Init
+	Parts         []*Part
+	Duration      time.Duration // sum of part durations
+	Size          int           // sum of part sizes in bytes
+	Complete      bool
+}
+
+// SegmentHeader describes a segment the writer is opening.
+type SegmentHeader struct {
+	Start         time.Time
+	Discontinuity bool
+	Init          *Init
+}
+
+// Snapshot is an immutable view of a stream's window.
+type Snapshot struct {
+	// Segments holds the window, oldest first. The last one may be open
+	// (not Complete) while the publisher is cutting parts into it.
+	Segments []*Segment
+	// NextPart is the number the next part will get: the preload hint.
+	NextPart uint64
+	// DiscSeq is the discontinuity sequence number of Segments[0].
+	DiscSeq uint64
+	// Live is true while a publisher (or upstream) feeds the stream.
+	Live bool
+	// Gone is true once the stream was removed; no further change follows.
+	Gone bool
+	// TargetDuration is EXT-X-TARGETDURATION in seconds. It starts at the
+	// stream's floor and only grows, if an encoder's GOP is longer.
+	TargetDuration int
+
+	changed chan struct{}
+}
+
+// Changed returns a channel that is closed when a newer snapshot exists.
+func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
+
+// Open returns the segment being cut, or nil.
+func (s *Snapshot) Open() *Segment {
+	if n := len(s.Segments); n > 0 && !s.Segments[n-1].Complete {
+		return s.Segments[n-1]
+	}
+	return nil
+}
+
+// LastComplete returns the newest complete segment, or nil.
+func (s *Snapshot) LastComplete() *Segment {
+	for i := len(s.Segments) - 1; i >= 0; i-- {
+		if s.Segments[i].Complete {
+			return s.Segments[i]
+		}
+	}
+	return nil
+}
+
+// Segment finds a segment by media sequence number.
+func (s *Snapshot) Segment(msn uint64) *Segment {
+	if len(s.Segments) == 0 {
+		return nil
+	}
+	first := s.Segments[0].MSN
+	if msn < first || msn-first >= uint64(len(s.Segments)) {
+		return nil
+	}
+	return s.Segments[msn-first]
+}
+
+// Part finds a part by number.
+func (s *Snapshot) Part(n uint64) *Part {
+	// Search from the newest segment: viewers ask for the live edge.
+	for i := len(s.Segments) - 1; i >= 0; i-- {
+		seg := s.Segments[i]
+		if len(seg.Parts) == 0 {
+			continue
+		}
+		first := seg.Parts[0].N
+		if n >= first {
+			if n-first < uint64(len(seg.Parts)) {
+				return seg.Parts[n-first]
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// Init finds an init segment by ID among those the window uses.
+func (s *Snapshot) Init(id uint64) *Init {
+	for i := len(s.Segments) - 1; i >= 0; i-- {
+		if in := s.Segments[i].Init; in != nil && in.ID == id {
+			return in
+		}
+	}
+	return nil
+}
+
+// LatestInit returns the init segment of the newest segment, or nil.
+func (s *Snapshot) LatestInit() *Init {
+	if n := len(s.Segments); n > 0 {
+		return s.Segments[n-1].Init
+	}
+	return nil
+}
+
+// Window bounds what a stream keeps in memory.
+type Window struct {
+	// Segments is the most complete segments kept (default 12).
+	Segments int
+	// MaxBytes caps the bytes kept; the oldest segments go first (default 64 MiB).
+	MaxBytes int
+}
+
+func (w Window) withDefaults() Window {
+	if w.Segments <= 0 {
+		w.Segments = 12
+	}
+	if w.MaxBytes <= 0 {
+		w.MaxBytes = 64 << 20
+	}
+	return w
+}
+
+// Stream is one live stream's window and its writer API.
+type Stream struct {
+	Name       string
+	PartTarget time.Duration // PART-TARGET: no part is longer
+
+	window Window
+	snap   atomic.Pointer[Snapshot]
+
+	mu      sync.Mutex // serialises writers; readers never take it
+	nextMSN uint64
+	bytes   int
+}
+
+// DefaultTargetDuration is the EXT-X-TARGETDURATION a stream starts with:
+// it fits the 2 s keyframe interval that encoders are told to use.
+const DefaultTargetDuration = 2
+
+// NewStream returns an empty stream.
+func NewStream(name string, partTarget time.Duration, w Window) *Stream {
+	s := &Stream{Name: name, PartTarget: partTarget, window: w.withDefaults()}
+	s.snap.Store(&Snapshot{TargetDuration: DefaultTargetDuration, changed: make(chan struct{})})
+	return s
+}
+
+// Snapshot returns the current view. It never blocks.
+func (s *Stream) Snapshot() *Snapshot { return s.snap.Load() }
+
+// Wait returns the first snapshot for which ready is true. It returns the
+// latest snapshot and ctx's error when ctx ends first.
+func (s *Stream) Wait(ctx context.Context, ready func(*Snapshot) bool) (*Snapshot, error) {
+	for {
+		snap := s.Snapshot()
+		if ready(snap) || snap.Gone {
+			return snap, nil
+		}
+		select {
+		case <-snap.changed:
+		case <-ctx.Done():
+			return s.Snapshot(), ctx.Err()
+		}
+	}
+}
+
+// publish installs next and wakes everyone waiting on the previous view.
+func (s *Stream) publish(next *Snapshot) {
+	next.changed = make(chan struct{})
+	prev := s.snap.Swap(next)
+	close(prev.changed)
+}
+
+// clone copies the header of the current snapshot with a fresh segment
+// slice, so the writer can modify it without touching what readers hold.
+func (s *Stream) clone() *Snapshot {
+	cur := s.snap.Load()
+	next := *cur
+	next.Segments = make([]*Segment, len(cur.Segments), len(cur.Segments)+1)
+	copy(next.Segments, cur.Segments)
+	return &next
+}
+
+// Cut is the writer's one step. It appends last (if not nil) to the open
+// segment, and when next is not nil it completes the open segment and opens
+// a new one. The stream numbers parts and segments.
+func (s *Stream) Cut(last *Part, next *SegmentHeader) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.clone()
+	snap.Live = true
+	if last != nil {
+		s.appendPart(snap, last)
+	}
+	if next != nil {
+		s.closeOpen(snap)
+		snap.Segments = append(snap.Segments, &Segment{
+			MSN:           s.nextMSN,
+			Start:         next.Start,
+			Discontinuity: next.Discontinuity,
+			Init:          next.Init,
+		})
+		s.nextMSN++
+		s.prune(snap)
+	}
+	s.publish(snap)
+}
+
+func (s *Stream) appendPart(snap *Snapshot, p *Part) {
+	open := snap.Open()
+	if open == nil {
+		return // a writer must open a segment first; dropping keeps the window valid
+	}
+	p.N = snap.NextPart
+	snap.NextPart++
+	seg := *open
+	// Parts is append-only under the writer lock, so sharing the backing
+	// array with older snapshots is safe: they only see their own length.
+	seg.Parts = append(seg.Parts, p)
+	seg.Duration += p.Duration
+	seg.Size += len(p.Data)
+	s.bytes += len(p.Data)
+	snap.Segments[len(snap.Segments)-1] = &seg
+	// A segment rounds to its nearest whole second (RFC 8216bis 4.4.3.1).
+	if td := int((seg.Duration + time.Second/2) / time.Second); td > snap.TargetDuration {
+		snap.TargetDuration = td
+	}
+}
+
+// closeOpen completes the open segment, or drops it when it has no parts.
+func (s *Stream) closeOpen(snap *Snapshot) {
+	open := snap.Open()
+	if open == nil {
+		return
+	}
+	if len(open.Parts) == 0 {
+		snap.Segments = snap.Segments[:len(snap.Segments)-1]
+		s.nextMSN--
+		return
+	}
+	seg := *open
+	seg.Complete = true
+	snap.Segments[len(snap.Segments)-1] = &seg
+}
+
+func (s *Stream) prune(snap *Snapshot) {
+	complete := 0
+	for _, seg := range snap.Segments {
+		if seg.Complete {
+			complete++
+		}
+	}
+	drop := 0
+	for drop < len(snap.Segments)-1 && snap.Segments[drop].Complete &&
+		(complete > s.window.Segments || s.bytes > s.window.MaxBytes) {
+		seg := snap.Segments[drop]
+		s.bytes -= seg.Size
+		if seg.Discontinuity {
+			snap.DiscSeq++
+		}
+		complete--
+		drop++
+	}
+	if drop > 0 {
+		snap.Segments = append([]*Segment(nil), snap.Segments[drop:]...)
+	}
+}
+
+// EndPublish marks the publisher gone: the open segment is completed (or
+// dropped when empty) and the window stays servable.
+func (s *Stream) EndPublish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.clone()
+	s.closeOpen(snap)
+	snap.Live = false
+	s.publish(snap)
+}
+
+// remove marks the stream gone so that blocked readers return at once.
+func (s *Stream) remove() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.clone()
+	snap.Live = false
+	snap.Gone = true
+	s.publish(snap)
+}
