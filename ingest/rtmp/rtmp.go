@@ -129,7 +129,7 @@ func (s *Server) publish(conn net.Conn, log *slog.Logger) error {
 	if err := r.Initialize(); err != nil {
 		return fmt.Errorf("rtmp read tracks: %w", err)
 	}
-	pk, err := s.packager(r, pub)
+	pk, err := s.packager(r, pub, &ingest.Drops{Log: log})
 	if err != nil {
 		reject(sc, "NetStream.Publish.Failed", err.Error())
 		return fmt.Errorf("%w: %v", errRefused, err)
@@ -176,7 +176,7 @@ func reject(sc *gortmplib.ServerConn, code, why string) {
 }
 
 // packager maps the publisher's tracks and wires their callbacks.
-func (s *Server) packager(r *gortmplib.Reader, pub *relay.Publication) (*ingest.Packager, error) {
+func (s *Server) packager(r *gortmplib.Reader, pub *relay.Publication, drops *ingest.Drops) (*ingest.Packager, error) {
 	var tracks []ingest.Track
 	for _, t := range r.Tracks() {
 		switch c := t.Codec.(type) {
@@ -199,11 +199,15 @@ func (s *Server) packager(r *gortmplib.Reader, pub *relay.Publication) (*ingest.
 		switch t.Codec.(type) {
 		case *rtmpcodecs.H264:
 			r.OnDataH264(t, func(pts, dts time.Duration, au [][]byte) {
-				pk.WriteH264(i, pts, dts, au) //nolint:errcheck // bad timestamps drop one frame
+				if err := pk.WriteH264(i, pts, dts, au); err != nil {
+					drops.Add(err)
+				}
 			})
 		case *rtmpcodecs.MPEG4Audio:
 			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
-				pk.WriteMPEG4Audio(i, pts, au) //nolint:errcheck
+				if err := pk.WriteMPEG4Audio(i, pts, au); err != nil {
+					drops.Add(err)
+				}
 			})
 		}
 	}
