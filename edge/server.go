@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relaymesh/relaymesh/edge/internal/negotiate"
+	"github.com/relaymesh/relaymesh/edge/player"
 	"github.com/relaymesh/relaymesh/relay"
 )
 
@@ -81,8 +83,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// elements are simply not found.
 	rest, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 	name, file, ok2 := strings.Cut(rest, "/")
+	if ok && !ok2 && relay.ValidName(name) {
+		http.Redirect(w, r, PathPrefix+name+"/", http.StatusMovedPermanently)
+		return
+	}
 	if !ok || !ok2 || !relay.ValidName(name) || strings.Contains(file, "/") {
 		notFound(w, time.Second)
+		return
+	}
+	if file == "" {
+		player.ServePage(w, r, name)
 		return
 	}
 	st, err := s.Streams.Lookup(r.Context(), name)
@@ -146,11 +156,20 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 		http.Error(w, "requested media is too far beyond the live edge", http.StatusBadRequest)
 		return
 	}
-	if d.Blocking() && !d.Satisfied(snap) {
+	wait := d
+	if !d.Blocking() && !hasParts(snap) {
+		// A stream that has just started has nothing to list: wait for its
+		// first part rather than send players an empty playlist.
+		wait = Directives{HasMSN: true, HasPart: true}
+		if seg := snap.Open(); seg != nil {
+			wait.MSN = seg.MSN
+		}
+	}
+	if wait.Blocking() && !wait.Satisfied(snap) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*td)
-		snap, err = st.Wait(ctx, d.Satisfied)
+		snap, err = st.Wait(ctx, wait.Satisfied)
 		cancel()
-		if err != nil || !d.Satisfied(snap) {
+		if err != nil || !wait.Satisfied(snap) {
 			if r.Context().Err() != nil {
 				return // the viewer went away
 			}
@@ -166,6 +185,11 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 	}
 	out := s.render(st, snap, d.Skip)
 	writePlaylist(w, r, out.plain, out.gz)
+}
+
+func hasParts(s *relay.Snapshot) bool {
+	seg, _ := livePart(s)
+	return seg != nil
 }
 
 // render returns the playlist for snap, from the cache when another
@@ -216,7 +240,7 @@ func writePlaylist(w http.ResponseWriter, r *http.Request, plain, gz []byte) {
 	h.Set("Priority", "u=1")
 	h.Add("Vary", "Accept-Encoding")
 	body := plain
-	if gz != nil && acceptsGzip(r) {
+	if gz != nil && negotiate.AcceptsGzip(r) {
 		h.Set("Content-Encoding", "gzip")
 		body = gz
 	}
@@ -227,17 +251,8 @@ func writePlaylist(w http.ResponseWriter, r *http.Request, plain, gz []byte) {
 	w.Write(body)
 }
 
-func acceptsGzip(r *http.Request) bool {
-	for _, v := range r.Header.Values("Accept-Encoding") {
-		for _, part := range strings.Split(v, ",") {
-			enc, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-			if strings.TrimSpace(enc) == "gzip" && strings.ReplaceAll(params, " ", "") != "q=0" {
-				return true
-			}
-		}
-	}
-	return false
-}
+// acceptsGzip is kept for the tests' table.
+func acceptsGzip(r *http.Request) bool { return negotiate.AcceptsGzip(r) }
 
 // mediaFile names an init segment, a part or a segment.
 type mediaFile struct {

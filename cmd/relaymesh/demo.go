@@ -30,9 +30,10 @@ publish your own streams to it as well.`,
 			}
 			return runNode(cmd, &f, func(ctx context.Context, n *node) error {
 				if n.httpLn != nil {
-					url := fmt.Sprintf("%s://%s%s/live/%s/index.m3u8", n.scheme(), displayHost(n.httpLn), port(n.httpLn), demoStream)
-					fmt.Fprintf(cmd.OutOrStdout(), "\nrelaymesh demo is live.\n\n  Play: %s\n\n"+
-						"Open it in Safari, run `ffplay %s`,\nor paste it into an hls.js player such as https://hlsjs.video-dev.org/demo/\n\n", url, url)
+					base := fmt.Sprintf("%s://%s%s/live/%s/", n.scheme(), displayHost(n.httpLn), port(n.httpLn), demoStream)
+					fmt.Fprintf(cmd.OutOrStdout(), "\nrelaymesh demo is live.\n\n  Play:  %sindex.m3u8\n  Watch: %s\n\n"+
+						"Open the Watch page in a browser (built-in hls.js player), or give the Play URL\n"+
+						"to any HLS player: Safari, `ffplay %sindex.m3u8`, VLC.\n\n", base, base, base)
 				}
 				return clip.Publish(ctx, n.registry, demoStream, n.packager, demo.Options{Logger: n.log})
 			})

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/edge/player"
 	"github.com/relaymesh/relaymesh/ingest"
 	"github.com/relaymesh/relaymesh/ingest/rtmp"
 	"github.com/relaymesh/relaymesh/relay"
@@ -191,17 +192,22 @@ func (n *node) handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "relaymesh %s\n\nstreams:\n", version())
 		for _, s := range names {
-			fmt.Fprintf(w, "  %s://%s%s%s/index.m3u8\n", n.scheme(), r.Host, edge.PathPrefix, s)
+			base := n.scheme() + "://" + r.Host + edge.PathPrefix + s + "/"
+			fmt.Fprintf(w, "  %s\n    play: %sindex.m3u8\n    watch in a browser: %s\n", s, base, base)
 		}
 		if len(names) == 0 {
 			fmt.Fprintln(w, "  (none: publish to rtmp://HOST/live/{stream})")
 		}
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// LL-HLS paths skip ServeMux, which would redirect "..": the edge
-		// handler answers those with 404 itself.
-		if strings.HasPrefix(r.URL.Path, edge.PathPrefix) {
+		// LL-HLS and player paths skip ServeMux, which would redirect "..":
+		// their handlers answer those with 404 themselves.
+		switch {
+		case strings.HasPrefix(r.URL.Path, edge.PathPrefix):
 			hls.ServeHTTP(w, r)
+			return
+		case strings.HasPrefix(r.URL.Path, player.AssetPrefix):
+			player.ServeAsset(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)

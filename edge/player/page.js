@@ -1,0 +1,277 @@
+(function () {
+  'use strict';
+  // The page is /live/{stream}/: the playlist is next to it.
+  var src = new URL('index.m3u8', location.href).href;
+  var video = document.getElementById('video');
+  var unmute = document.getElementById('unmute');
+  var unmuteLabel = document.getElementById('unmute-label');
+  var statusEl = document.getElementById('status');
+  var errorEl = document.getElementById('error');
+
+  var KEEP = 50; // errors kept in window.relaymesh
+  var SHOW_ERROR_MS = 30000; // how long the status line shows an error
+  var st = {
+    engine: '', playing: false, fatalErrors: [], errors: [], errorCount: 0,
+    fragsLoaded: 0, partsLoaded: 0, lastError: '', lastFatal: false, lastErrorAt: 0,
+    blocked: false, everPlayed: false
+  };
+  var hls = null;
+  var retryTimer = 0;
+  var lastMediaRecovery = -1e9;
+
+  function note(fatal, msg) {
+    st.errorCount++;
+    st.errors.push(msg);
+    if (st.errors.length > KEEP) st.errors.shift();
+    if (fatal) {
+      st.fatalErrors.push(msg);
+      if (st.fatalErrors.length > KEEP) st.fatalErrors.shift();
+    }
+    st.lastError = msg;
+    st.lastFatal = fatal;
+    st.lastErrorAt = performance.now();
+    render();
+  }
+
+  // --- measurements -------------------------------------------------------
+
+  function latency() {
+    if (st.engine === 'hls.js') {
+      var l = hls ? hls.latency : 0;
+      return l > 0 && isFinite(l) ? l : null;
+    }
+    if (video.readyState === 0) return null;
+    if (typeof video.getStartDate === 'function') {
+      var start = video.getStartDate().getTime();
+      if (isFinite(start) && start > 0) {
+        return Date.now() / 1000 - (start / 1000 + video.currentTime);
+      }
+    }
+    // No program date (Chromium's native HLS): distance to the end of the
+    // seekable live window instead.
+    var s = video.seekable;
+    return s.length ? Math.max(0, s.end(s.length - 1) - video.currentTime) : null;
+  }
+
+  function bufferAhead() {
+    var b = video.buffered, t = video.currentTime;
+    for (var i = 0; i < b.length; i++) {
+      if (b.start(i) <= t + 0.1 && t < b.end(i)) return b.end(i) - t;
+    }
+    return 0;
+  }
+
+  function level() {
+    return video.videoWidth && video.videoHeight ? video.videoWidth + 'x' + video.videoHeight : '';
+  }
+
+  function bitrate() {
+    var l = hls && hls.levels && hls.levels[hls.currentLevel];
+    return l && l.bitrate ? l.bitrate : 0;
+  }
+
+  function frames() {
+    if (typeof video.getVideoPlaybackQuality === 'function') {
+      var q = video.getVideoPlaybackQuality();
+      return [q.droppedVideoFrames, q.totalVideoFrames];
+    }
+    return [video.webkitDroppedFrameCount || 0, video.webkitDecodedFrameCount || 0];
+  }
+
+  function playing() {
+    return st.playing && !video.paused && !video.ended;
+  }
+
+  // Read-only diagnostics for people and automated browser tests.
+  Object.defineProperty(window, 'relaymesh', {
+    enumerable: true,
+    value: Object.freeze({
+      get engine() { return st.engine; },
+      get playing() { return playing(); },
+      get currentTime() { return video.currentTime; },
+      get latency() { return latency(); },
+      get bufferAhead() { return bufferAhead(); },
+      get level() { return level(); },
+      get droppedFrames() { return frames()[0]; },
+      get totalFrames() { return frames()[1]; },
+      get muted() { return video.muted; },
+      get fragsLoaded() { return st.fragsLoaded; },
+      get partsLoaded() { return st.partsLoaded; },
+      get errors() { return st.errors.slice(); },
+      get fatalErrors() { return st.fatalErrors.slice(); },
+      get errorCount() { return st.errorCount; }
+    })
+  });
+
+  // --- status line --------------------------------------------------------
+
+  function secs(x) {
+    return x === null || !isFinite(x) ? '–' : x.toFixed(2) + ' s';
+  }
+
+  function render() {
+    var state = playing() ? 'live' : video.ended ? 'ended' : !st.everPlayed ? 'starting' :
+      video.paused ? 'paused' : 'buffering';
+    var f = frames();
+    var parts = [state, 'latency ' + secs(latency()), 'buffer ' + secs(bufferAhead())];
+    var lv = level(), br = bitrate();
+    if (lv) parts.push(lv + (br ? ' @ ' + (br / 1e6).toFixed(1) + ' Mb/s' : ''));
+    parts.push('dropped ' + f[0] + '/' + f[1]);
+    if (st.engine === 'native') parts.push('native HLS');
+    statusEl.textContent = parts.join(' · ');
+
+    var show = st.lastError && performance.now() - st.lastErrorAt < SHOW_ERROR_MS;
+    errorEl.textContent = show ? (st.lastFatal ? 'fatal error: ' : 'error: ') + st.lastError +
+      (st.errorCount > 1 ? ' (' + st.errorCount + ' errors)' : '') : '';
+    errorEl.className = show && st.lastFatal ? 'fatal' : '';
+  }
+  setInterval(render, 250);
+
+  // --- playback -----------------------------------------------------------
+
+  function syncButton() {
+    if (st.blocked && video.paused) {
+      unmuteLabel.textContent = 'Click to play';
+      unmute.hidden = false;
+    } else {
+      unmuteLabel.textContent = 'Click to unmute';
+      unmute.hidden = !video.muted;
+    }
+  }
+
+  function play() {
+    var p = video.play();
+    if (p && typeof p.catch === 'function') {
+      p.catch(function (e) {
+        // Autoplay refused even muted (e.g. power saving): wait for a click.
+        if (e && e.name === 'NotAllowedError') {
+          st.blocked = true;
+          syncButton();
+        }
+      });
+    }
+  }
+
+  unmute.addEventListener('click', function () {
+    st.blocked = false;
+    video.muted = false;
+    play();
+    syncButton();
+  });
+  video.addEventListener('volumechange', syncButton);
+  video.addEventListener('playing', function () {
+    st.playing = st.everPlayed = true;
+    st.blocked = false;
+    syncButton();
+  });
+  ['waiting', 'pause', 'ended', 'emptied'].forEach(function (ev) {
+    video.addEventListener(ev, function () { st.playing = false; });
+  });
+
+  function startHls() {
+    hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+    hls.on(Hls.Events.FRAG_LOADED, function (ev, data) {
+      if (data.part) st.partsLoaded++; else st.fragsLoaded++;
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, play);
+    hls.on(Hls.Events.ERROR, onHlsError);
+    hls.loadSource(src);
+    hls.attachMedia(video);
+  }
+
+  function restartHls(delay) {
+    if (hls) hls.destroy();
+    hls = null;
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(startHls, delay);
+  }
+
+  function onHlsError(ev, data) {
+    var msg = data.type + '/' + data.details;
+    if (data.response && data.response.code) msg += ' (HTTP ' + data.response.code + ')';
+    note(!!data.fatal, msg);
+    // hls.js recovers from non-fatal errors itself.
+    if (!data.fatal) return;
+    if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(function () {
+        if (!hls) return;
+        // Without a manifest (the stream is not up yet) start over;
+        // otherwise carry on from where loading stopped.
+        if (hls.levels && hls.levels.length) hls.startLoad(); else hls.loadSource(src);
+      }, 1000);
+    } else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
+      var now = performance.now();
+      if (now - lastMediaRecovery < 5000) {
+        restartHls(1000); // recovering did not help
+      } else {
+        lastMediaRecovery = now;
+        hls.recoverMediaError();
+      }
+    } else {
+      restartHls(1000);
+    }
+  }
+
+  function reloadNative(delay) {
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(function () {
+      video.src = src;
+      video.load();
+      play();
+    }, delay);
+  }
+
+  function startNative() {
+    video.addEventListener('error', function () {
+      var e = video.error;
+      note(true, 'mediaError/' + (e ? 'code ' + e.code + (e.message ? ' ' + e.message : '') : 'unknown'));
+      reloadNative(1000);
+    });
+    video.src = src;
+    play();
+  }
+
+  // Watchdog: some failures leave the player stuck without a fatal error,
+  // e.g. the origin restarted and the stream's timeline began anew, or the
+  // stream ended and may come back. Unless the viewer paused, start over
+  // when playback has not moved for a while.
+  var STUCK_MS = 8000;
+  var lastTime = -1, lastProgress = performance.now();
+  setInterval(function () {
+    var now = performance.now();
+    var stuck = video.ended || (!video.paused && video.currentTime === lastTime);
+    lastTime = video.currentTime;
+    if (!stuck || !st.engine) {
+      lastProgress = now;
+      return;
+    }
+    if (now - lastProgress < STUCK_MS) return;
+    lastProgress = now;
+    note(false, 'stuck/no playback for ' + STUCK_MS / 1000 + ' s, reloading');
+    if (st.engine === 'hls.js') restartHls(0); else reloadNative(0);
+  }, 1000);
+
+  document.addEventListener('securitypolicyviolation', function (e) {
+    note(false, 'csp/' + e.violatedDirective + ' ' + e.blockedURI);
+  });
+
+  // Safari plays LL-HLS natively and well. Chromium-based browsers may
+  // claim native HLS too (Android, newer desktop builds), but hls.js gets
+  // lower latency there. ?engine=native or ?engine=hls.js overrides.
+  var want = new URLSearchParams(location.search).get('engine');
+  var canNative = !!video.canPlayType('application/vnd.apple.mpegurl');
+  var canHls = typeof Hls !== 'undefined' && Hls.isSupported();
+  video.muted = true;
+  syncButton();
+  if (canHls && (!canNative || want === 'hls.js' || (want !== 'native' && 'chrome' in window))) {
+    st.engine = 'hls.js';
+    startHls();
+  } else if (canNative) {
+    st.engine = 'native';
+    startNative();
+  } else {
+    note(true, 'unsupported/this browser cannot play HLS');
+  }
+  render();
+})();
