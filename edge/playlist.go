@@ -194,11 +194,11 @@ func RenderMedia(s *relay.Snapshot, partTarget time.Duration, skip bool) []byte 
 	partsFrom := len(s.Segments)
 	var fromEnd time.Duration
 	for i := len(s.Segments) - 1; i >= 0; i-- {
+		fromEnd += s.Segments[i].Duration
 		if fromEnd > 3*td {
 			break
 		}
 		partsFrom = i
-		fromEnd += s.Segments[i].Duration
 	}
 
 	var b strings.Builder

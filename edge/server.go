@@ -13,8 +13,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/edge/internal/negotiate"
@@ -36,23 +34,17 @@ const PathPrefix = "/live/"
 type Server struct {
 	Streams Streams
 	Logger  *slog.Logger
-
-	mu      sync.Mutex
-	renders map[*relay.Stream]*renderCache
 }
 
-// renderCache keeps the last rendered playlists of one stream. Every viewer
-// blocked on the same update wakes to the same snapshot, so rendering and
-// compressing once per update serves them all.
-type renderCache struct {
-	media [2]atomic.Pointer[rendered] // [0] full, [1] delta update
-}
-
+// rendered is a media playlist, plain and gzipped, memoized on the
+// snapshot it was rendered from.
 type rendered struct {
-	snap  *relay.Snapshot
 	plain []byte
 	gz    []byte
 }
+
+// renderKey names a rendered playlist in a snapshot's memo.
+type renderKey struct{ skip bool }
 
 func (s *Server) log() *slog.Logger {
 	if s.Logger != nil {
@@ -79,9 +71,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	// The raw path is split by hand, not cleaned: "..", empty or extra
-	// elements are simply not found.
-	rest, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
+	// The raw (still escaped) path is split by hand, not cleaned: "..",
+	// "%2f", empty or extra elements are simply not found.
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), PathPrefix)
 	name, file, ok2 := strings.Cut(rest, "/")
 	if ok && !ok2 && relay.ValidName(name) {
 		http.Redirect(w, r, PathPrefix+name+"/", http.StatusMovedPermanently)
@@ -192,46 +184,18 @@ func hasParts(s *relay.Snapshot) bool {
 	return seg != nil
 }
 
-// render returns the playlist for snap, from the cache when another
-// request already rendered it.
+// render returns the playlist for snap, rendered and compressed once
+// however many viewers ask for it.
 func (s *Server) render(st *relay.Stream, snap *relay.Snapshot, skip bool) *rendered {
-	s.mu.Lock()
-	if s.renders == nil {
-		s.renders = map[*relay.Stream]*renderCache{}
-	}
-	rc := s.renders[st]
-	if rc == nil {
-		rc = &renderCache{}
-		s.renders[st] = rc
-	}
-	if snap.Gone {
-		delete(s.renders, st)
-	}
-	s.mu.Unlock()
-
-	i := 0
-	if skip {
-		i = 1
-	}
-	if cur := rc.media[i].Load(); cur != nil && cur.snap == snap {
-		return cur
-	}
-	out := &rendered{snap: snap, plain: RenderMedia(snap, st.PartTarget, skip)}
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	zw.Write(out.plain)
-	zw.Close()
-	out.gz = buf.Bytes()
-	// Keep the newest: a slow renderer must not replace a newer playlist.
-	for {
-		cur := rc.media[i].Load()
-		if cur != nil && cur.snap.NextPart > snap.NextPart {
-			return out
-		}
-		if rc.media[i].CompareAndSwap(cur, out) {
-			return out
-		}
-	}
+	return snap.Memo(renderKey{skip}, func() any {
+		out := &rendered{plain: RenderMedia(snap, st.PartTarget, skip)}
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		zw.Write(out.plain)
+		zw.Close()
+		out.gz = buf.Bytes()
+		return out
+	}).(*rendered)
 }
 
 func writePlaylist(w http.ResponseWriter, r *http.Request, plain, gz []byte) {
@@ -270,7 +234,9 @@ func parseMediaFile(file string) (mediaFile, bool) {
 			continue
 		}
 		num, ok = strings.CutSuffix(num, f.suffix)
-		if !ok || num == "" || len(num) > 19 || strings.TrimLeft(num, "0123456789") != "" {
+		// One spelling per resource: no sign, no leading zeros.
+		if !ok || num == "" || len(num) > 19 || strings.TrimLeft(num, "0123456789") != "" ||
+			(len(num) > 1 && num[0] == '0') {
 			return mediaFile{}, false
 		}
 		n, err := strconv.ParseUint(num, 10, 64)

@@ -22,7 +22,8 @@ type Track struct {
 // PackagerConfig sets how media is cut.
 type PackagerConfig struct {
 	// PartTarget is the part duration aimed for (default 200ms). A part
-	// holds whole frames and ends at the frame boundary closest to it.
+	// holds whole frames and never lasts longer than PartTarget plus
+	// relay.PartSlack, the PART-TARGET that streams advertise.
 	PartTarget time.Duration
 	// MinSegment is the shortest segment; segments start at the first
 	// keyframe after it (default 1s).
@@ -30,12 +31,6 @@ type PackagerConfig struct {
 	// Now is the wall clock, for PROGRAM-DATE-TIME (default time.Now).
 	Now func() time.Time
 }
-
-// partSlack lets a part run this far past PartTarget. Protocols with
-// millisecond timestamps (RTMP) put 30 fps frames 33 or 34 ms apart, so six
-// frames span 199 to 201 ms; without slack a 200 ms target would get
-// five-frame parts of 167 ms.
-const partSlack = 1500 * time.Microsecond
 
 // Errors a protocol handler can match on to log and drop an access unit.
 var (
@@ -70,6 +65,7 @@ type trackState struct {
 	pending    *pendingSample
 	samples    []*fmp4.Sample
 	base       int64 // ticks of samples[0]
+	end        int64 // ticks where the last flushed part ended
 	lastDur    int64
 	lastTicks  int64
 	hasLast    bool
@@ -164,7 +160,7 @@ func (p *Packager) WriteH264(track int, pts, dts time.Duration, au [][]byte) err
 	ticks := t.ticks(dts + time.Duration(p.offset))
 	s := &fmp4.Sample{
 		PTSOffset:       int32(t.ticks(pts+time.Duration(p.offset)) - ticks),
-		IsNonSyncSample: !h264.IsRandomAccess(au),
+		IsNonSyncSample: !h264.IsRandomAccess(nalus),
 		Payload:         payload,
 	}
 	return p.write(t, ticks, s)
@@ -230,7 +226,7 @@ func (p *Packager) write(t *trackState, ticks int64, s *fmp4.Sample) error {
 	newSegment := !s.IsNonSyncSample &&
 		t.duration(ticks-p.segStart) >= p.cfg.MinSegment
 	partDur := t.duration(ticks - p.partStart)
-	if newSegment || partDur+t.duration(t.lastDur) > p.cfg.PartTarget+partSlack {
+	if newSegment || partDur+t.duration(t.lastDur) > p.cfg.PartTarget+relay.PartSlack {
 		p.cut(ticks, newSegment)
 	}
 	return nil
@@ -284,6 +280,10 @@ func (p *Packager) flush(end int64) *relay.Part {
 		fp.Tracks = append(fp.Tracks, &fmp4.PartTrack{
 			ID: t.id, BaseTime: uint64(t.base), Samples: t.samples,
 		})
+		t.end = t.base
+		for _, smp := range t.samples {
+			t.end += int64(smp.Duration)
+		}
 		if t == p.driver {
 			independent = !t.samples[0].IsNonSyncSample
 		}
@@ -297,7 +297,13 @@ func (p *Packager) flush(end int64) *relay.Part {
 		return nil // Marshal fails only on writer errors; the buffer has none
 	}
 	p.seq++
-	p.pub.SetMediaEnd(p.driver.duration(end))
+	// The next publisher continues after the latest end of any track, so
+	// no track's decode time goes backwards across the reconnect.
+	mediaEnd := p.driver.duration(end)
+	for _, t := range p.tracks {
+		mediaEnd = max(mediaEnd, t.duration(t.end))
+	}
+	p.pub.SetMediaEnd(mediaEnd)
 	return &relay.Part{
 		Duration:    p.driver.duration(end - p.partStart),
 		Independent: independent,

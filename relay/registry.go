@@ -23,9 +23,19 @@ var streamName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 // elements, so they are kept to a safe alphabet with no "..".
 func ValidName(name string) bool { return streamName.MatchString(name) }
 
+// PartSlack is how far a part may run past the part duration a packager
+// aims for, and so what streams add to it to advertise PART-TARGET, which
+// no part may exceed (RFC 8216bis 4.4.4.9). Protocols with millisecond
+// timestamps (RTMP) put 30 fps frames 33 or 34 ms apart, so six frames span
+// 199-201 ms, and six 29.97 fps frames span 200.2 ms; without slack a 200 ms
+// aim would need five-frame parts, below the 85% floor the draft sets.
+const PartSlack = 2 * time.Millisecond
+
 // RegistryConfig sets how streams are kept.
 type RegistryConfig struct {
-	PartTarget time.Duration // default 200ms
+	// PartTarget is the part duration packagers aim for (default 200ms);
+	// streams advertise PART-TARGET as PartTarget + PartSlack.
+	PartTarget time.Duration
 	Window     Window
 	// Grace is how long a stream outlives its publisher, so that a
 	// reconnecting encoder continues the same playlist (default 30s).
@@ -66,9 +76,6 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	}
 	return &Registry{cfg: cfg, log: cfg.Logger, streams: map[string]*entry{}}
 }
-
-// PartTarget is the part duration the registry's streams aim for.
-func (r *Registry) PartTarget() time.Duration { return r.cfg.PartTarget }
 
 // Get returns the named stream, or nil.
 func (r *Registry) Get(name string) *Stream {
@@ -138,7 +145,7 @@ func (r *Registry) Publish(name string) (*Publication, error) {
 		return nil, fmt.Errorf("publish %q: %w", name, ErrStreamBusy)
 	}
 	if e == nil {
-		e = &entry{stream: NewStream(name, r.cfg.PartTarget, r.cfg.Window)}
+		e = &entry{stream: NewStream(name, r.cfg.PartTarget+PartSlack, r.cfg.Window)}
 		r.streams[name] = e
 	}
 	if e.expiry != nil {

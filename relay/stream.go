@@ -73,6 +73,19 @@ type Snapshot struct {
 	TargetDuration int
 
 	changed chan struct{}
+	memo    *sync.Map
+}
+
+// Memo returns the value cached on this snapshot under key, computing it
+// when absent. Every viewer blocked on one update wakes to the same
+// snapshot, so work derived from it (a rendered playlist) is done once and
+// shared, and is freed with the snapshot.
+func (s *Snapshot) Memo(key any, compute func() any) any {
+	if v, ok := s.memo.Load(key); ok {
+		return v
+	}
+	v, _ := s.memo.LoadOrStore(key, compute())
+	return v
 }
 
 // Changed returns a channel that is closed when a newer snapshot exists.
@@ -183,7 +196,7 @@ const DefaultTargetDuration = 2
 // NewStream returns an empty stream.
 func NewStream(name string, partTarget time.Duration, w Window) *Stream {
 	s := &Stream{Name: name, PartTarget: partTarget, window: w.withDefaults()}
-	s.snap.Store(&Snapshot{TargetDuration: DefaultTargetDuration, changed: make(chan struct{})})
+	s.snap.Store(&Snapshot{TargetDuration: DefaultTargetDuration, changed: make(chan struct{}), memo: new(sync.Map)})
 	return s
 }
 
@@ -209,6 +222,7 @@ func (s *Stream) Wait(ctx context.Context, ready func(*Snapshot) bool) (*Snapsho
 // publish installs next and wakes everyone waiting on the previous view.
 func (s *Stream) publish(next *Snapshot) {
 	next.changed = make(chan struct{})
+	next.memo = new(sync.Map)
 	prev := s.snap.Swap(next)
 	close(prev.changed)
 }
@@ -287,20 +301,30 @@ func (s *Stream) closeOpen(snap *Snapshot) {
 
 func (s *Stream) prune(snap *Snapshot) {
 	complete := 0
+	var listed time.Duration
 	for _, seg := range snap.Segments {
 		if seg.Complete {
 			complete++
+			listed += seg.Duration
 		}
 	}
+	// A live playlist must never be shorter than three target durations
+	// (RFC 8216bis 6.2.2), whatever the byte budget says.
+	minListed := 3 * time.Duration(snap.TargetDuration) * time.Second
 	drop := 0
-	for drop < len(snap.Segments)-1 && snap.Segments[drop].Complete &&
-		(complete > s.window.Segments || s.bytes > s.window.MaxBytes) {
+	for drop < len(snap.Segments)-1 && snap.Segments[drop].Complete {
 		seg := snap.Segments[drop]
+		overCount := complete > s.window.Segments
+		overBytes := s.bytes > s.window.MaxBytes && listed-seg.Duration >= minListed
+		if !overCount && !overBytes {
+			break
+		}
 		s.bytes -= seg.Size
 		if seg.Discontinuity {
 			snap.DiscSeq++
 		}
 		complete--
+		listed -= seg.Duration
 		drop++
 	}
 	if drop > 0 {
