@@ -3,6 +3,7 @@ module github.com/relaymesh/relaymesh
 go 1.26.0
 
 require (
+	github.com/bluenviron/gohlslib/v2 v2.2.5
 	github.com/bluenviron/gortmplib v1.0.0
 	github.com/bluenviron/mediacommon/v2 v2.9.3
 	github.com/spf13/cobra v1.10.2

@@ -162,9 +162,8 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 		snap, err = st.Wait(ctx, wait.Satisfied)
 		cancel()
 		if err != nil || !wait.Satisfied(snap) {
-			if r.Context().Err() != nil {
-				return // the viewer went away
-			}
+			// Also when the node shuts down: an answer with no playlist in
+			// it must never be a 200.
 			w.Header().Set("Cache-Control", "no-store")
 			http.Error(w, "playlist update did not arrive in time", http.StatusServiceUnavailable)
 			return
@@ -278,10 +277,7 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, st *relay.Str
 			snap, _ = st.Wait(ctx, func(sn *relay.Snapshot) bool { return sn.Part(mf.n) != nil || !sn.Live })
 			cancel()
 			p = snap.Part(mf.n)
-			if p == nil && r.Context().Err() != nil {
-				return
-			}
-			if p == nil && snap.Live {
+			if p == nil && (snap.Live || r.Context().Err() != nil) {
 				w.Header().Set("Cache-Control", "no-store")
 				http.Error(w, "part did not arrive in time", http.StatusServiceUnavailable)
 				return

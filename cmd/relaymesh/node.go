@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"sort"
 	"strings"
 	"time"
@@ -203,6 +204,11 @@ func (n *node) handler() http.Handler {
 		// LL-HLS and player paths skip ServeMux, which would redirect "..":
 		// their handlers answer those with 404 themselves.
 		switch {
+		case !clean(r.URL.Path):
+			// ServeMux would redirect "/../x" and "//x"; a viewer URL is
+			// either right or not found.
+			http.NotFound(w, r)
+			return
 		case strings.HasPrefix(r.URL.Path, edge.PathPrefix):
 			hls.ServeHTTP(w, r)
 			return
@@ -212,6 +218,12 @@ func (n *node) handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// clean reports whether p is already in canonical form.
+func clean(p string) bool {
+	c := path.Clean(p)
+	return c == p || c+"/" == p
 }
 
 func (n *node) serveHTTP(ctx context.Context) error {
