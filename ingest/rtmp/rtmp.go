@@ -16,9 +16,7 @@ import (
 
 	"github.com/bluenviron/gortmplib"
 	"github.com/bluenviron/gortmplib/pkg/amf0"
-	rtmpcodecs "github.com/bluenviron/gortmplib/pkg/codecs"
 	"github.com/bluenviron/gortmplib/pkg/message"
-	mp4codecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mp4/codecs"
 
 	"github.com/relaymesh/relaymesh/ingest"
 	"github.com/relaymesh/relaymesh/relay"
@@ -125,25 +123,33 @@ func (s *Server) publish(conn net.Conn, log *slog.Logger) error {
 	}
 	defer pub.Close()
 
-	r := &gortmplib.Reader{Conn: sc}
-	if err := r.Initialize(); err != nil {
+	rd := &reader{read: func() (message.Message, error) {
+		conn.SetReadDeadline(time.Now().Add(s.Timeout))
+		return sc.Read()
+	}}
+	tracks, video, audio, err := rd.tracks()
+	if err != nil {
+		if errors.Is(err, errCodec) {
+			reject(sc, "NetStream.Publish.Failed", err.Error())
+			return fmt.Errorf("%w: %v", errRefused, err)
+		}
 		return fmt.Errorf("rtmp read tracks: %w", err)
 	}
-	pk, err := s.packager(r, pub, &ingest.Drops{Log: log})
+	pk, err := ingest.NewPackager(pub, tracks, s.Packager)
 	if err != nil {
 		reject(sc, "NetStream.Publish.Failed", err.Error())
 		return fmt.Errorf("%w: %v", errRefused, err)
 	}
-	defer pk.Close()
+	defer func() {
+		pk.Close()
+		pub.Close() // before the log line: by then the stream shows the publisher gone
+		log.Info("rtmp publisher stopped")
+	}()
 	log.Info("rtmp publisher started", "codecs", pk.Init().Codecs, "resumed", pub.Resumed)
-	defer log.Info("rtmp publisher stopped")
-
-	for {
-		conn.SetReadDeadline(time.Now().Add(s.Timeout))
-		if err := r.Read(); err != nil {
-			return fmt.Errorf("rtmp read: %w", err)
-		}
+	if err := rd.run(pk, video, audio, &ingest.Drops{Log: log}); err != nil {
+		return fmt.Errorf("rtmp read: %w", err)
 	}
+	return nil
 }
 
 // streamName takes {stream} out of /live/{stream}.
@@ -173,43 +179,4 @@ func reject(sc *gortmplib.ServerConn, code, why string) {
 			},
 		},
 	})
-}
-
-// packager maps the publisher's tracks and wires their callbacks.
-func (s *Server) packager(r *gortmplib.Reader, pub *relay.Publication, drops *ingest.Drops) (*ingest.Packager, error) {
-	var tracks []ingest.Track
-	for _, t := range r.Tracks() {
-		switch c := t.Codec.(type) {
-		case *rtmpcodecs.H264:
-			tracks = append(tracks, ingest.Track{Codec: &mp4codecs.H264{SPS: c.SPS, PPS: c.PPS}})
-		case *rtmpcodecs.MPEG4Audio:
-			if c.Config == nil {
-				return nil, errors.New("AAC track without AudioSpecificConfig")
-			}
-			tracks = append(tracks, ingest.Track{Codec: &mp4codecs.MPEG4Audio{Config: *c.Config}})
-		default:
-			return nil, fmt.Errorf("codec %T is not supported over RTMP: send H.264 video and AAC audio", t.Codec)
-		}
-	}
-	pk, err := ingest.NewPackager(pub, tracks, s.Packager)
-	if err != nil {
-		return nil, err
-	}
-	for i, t := range r.Tracks() {
-		switch t.Codec.(type) {
-		case *rtmpcodecs.H264:
-			r.OnDataH264(t, func(pts, dts time.Duration, au [][]byte) {
-				if err := pk.WriteH264(i, pts, dts, au); err != nil {
-					drops.Add(err)
-				}
-			})
-		case *rtmpcodecs.MPEG4Audio:
-			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
-				if err := pk.WriteMPEG4Audio(i, pts, au); err != nil {
-					drops.Add(err)
-				}
-			})
-		}
-	}
-	return pk, nil
 }
