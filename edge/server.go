@@ -17,6 +17,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/edge/internal/negotiate"
 	"github.com/relaymesh/relaymesh/edge/player"
+	"github.com/relaymesh/relaymesh/internal/ratelog"
 	"github.com/relaymesh/relaymesh/relay"
 )
 
@@ -34,6 +35,21 @@ const PathPrefix = "/live/"
 type Server struct {
 	Streams Streams
 	Logger  *slog.Logger
+
+	rejected ratelog.Limiter // malformed or hostile requests
+}
+
+// reject logs a request refused as malformed, at most every few seconds.
+func (s *Server) reject(r *http.Request, why string) {
+	ok, suppressed := s.rejected.Allow()
+	if !ok {
+		return
+	}
+	target := r.URL.RequestURI()
+	if len(target) > 200 {
+		target = target[:200] + "..."
+	}
+	s.log().Info("rejected viewer request", "peer", r.RemoteAddr, "target", target, "why", why, "suppressed", suppressed)
 }
 
 // rendered is a media playlist, plain and gzipped, memoized on the
@@ -80,6 +96,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok || !ok2 || !relay.ValidName(name) || strings.Contains(file, "/") {
+		s.reject(r, "malformed path")
 		notFound(w, time.Second)
 		return
 	}
@@ -139,6 +156,7 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 	snap := st.Snapshot()
 	td := targetDuration(snap)
 	if err != nil {
+		s.reject(r, err.Error())
 		cacheFor(w, td)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

@@ -152,12 +152,12 @@ func (r *reader) onMetadata(payload amf0.Data) {
 	}
 }
 
-// packager sends everything to pk: the media read early, then what
+// run sends everything to pk: the media read early, then what
 // follows, until read fails.
-func (r *reader) run(pk *ingest.Packager, video, audio int, drops *ingest.Drops) error {
+func (r *reader) run(pk *ingest.Packager, video, audio int, drops func(error)) error {
 	for _, msg := range r.early {
 		if err := r.write(pk, msg, video, audio); err != nil {
-			drops.Add(err)
+			drops(err)
 		}
 	}
 	r.early = nil
@@ -170,7 +170,7 @@ func (r *reader) run(pk *ingest.Packager, video, audio int, drops *ingest.Drops)
 			if errors.Is(err, errCodec) {
 				return err
 			}
-			drops.Add(err)
+			drops(err)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/message"
 
 	"github.com/relaymesh/relaymesh/ingest"
+	"github.com/relaymesh/relaymesh/internal/ratelog"
 	"github.com/relaymesh/relaymesh/relay"
 )
 
@@ -146,7 +147,13 @@ func (s *Server) publish(conn net.Conn, log *slog.Logger) error {
 		log.Info("rtmp publisher stopped")
 	}()
 	log.Info("rtmp publisher started", "codecs", pk.Init().Codecs, "resumed", pub.Resumed)
-	if err := rd.run(pk, video, audio, &ingest.Drops{Log: log}); err != nil {
+	var limit ratelog.Limiter
+	drop := func(err error) {
+		if ok, suppressed := limit.Allow(); ok {
+			log.Warn("dropped bad input from publisher", "err", err, "suppressed", suppressed)
+		}
+	}
+	if err := rd.run(pk, video, audio, drop); err != nil {
 		return fmt.Errorf("rtmp read: %w", err)
 	}
 	return nil
