@@ -352,3 +352,87 @@ func (s *Stream) remove() {
 	snap.Gone = true
 	s.publish(snap)
 }
+
+// The replica writer: a node that relays a stream applies its upstream's
+// segments and parts with the upstream's numbers and timestamps, so every
+// node in the mesh serves the same playlist. Each method is idempotent, so
+// a new upstream after a failover may resend what the node already holds.
+
+// Seed sets what an upstream reports when a subscription starts: the
+// discontinuity sequence of the first segment it will send (used only while
+// the stream is empty), its target duration and whether a publisher is live.
+func (s *Stream) Seed(discSeq uint64, targetDuration int, live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.clone()
+	if len(snap.Segments) == 0 {
+		snap.DiscSeq = discSeq
+	}
+	snap.TargetDuration = max(snap.TargetDuration, targetDuration)
+	snap.Live = live
+	s.publish(snap)
+}
+
+// OpenSegment opens segment msn, completing the open one. It reports
+// false, changing nothing, for a segment the stream already has. A gap in
+// sequence numbers (segments this node never received) restarts the window
+// at msn with a discontinuity, since a playlist cannot skip numbers.
+func (s *Stream) OpenSegment(msn uint64, h SegmentHeader) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.clone()
+	if n := len(snap.Segments); n > 0 {
+		last := snap.Segments[n-1].MSN
+		if msn <= last {
+			return false
+		}
+		if msn != last+1 {
+			for _, seg := range snap.Segments {
+				if seg.Discontinuity {
+					snap.DiscSeq++
+				}
+			}
+			snap.Segments = nil
+			s.bytes = 0
+			h.Discontinuity = true
+		}
+	}
+	s.closeOpen(snap)
+	snap.Segments = append(snap.Segments, &Segment{
+		MSN: msn, Start: h.Start, Discontinuity: h.Discontinuity, Init: h.Init,
+	})
+	s.nextMSN = msn + 1
+	s.prune(snap)
+	s.publish(snap)
+	return true
+}
+
+// AddPart appends part p (numbered by the upstream) to open segment msn.
+// It reports false for a part the stream already has or that does not
+// belong to the open segment.
+func (s *Stream) AddPart(msn uint64, p *Part) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.snap.Load()
+	open := cur.Open()
+	if open == nil || open.MSN != msn || p.N < cur.NextPart {
+		return false
+	}
+	snap := s.clone()
+	snap.NextPart = p.N
+	s.appendPart(snap, p)
+	s.publish(snap)
+	return true
+}
+
+// CloseSegment completes segment msn if it is the open one.
+func (s *Stream) CloseSegment(msn uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if open := s.snap.Load().Open(); open == nil || open.MSN != msn || len(open.Parts) == 0 {
+		return
+	}
+	snap := s.clone()
+	s.closeOpen(snap)
+	s.publish(snap)
+}
