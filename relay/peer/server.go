@@ -414,4 +414,3 @@ func (s *sender) openSegment(seg *relay.Segment) error {
 	}
 	return nil
 }
-
