@@ -87,6 +87,15 @@ func (r *Registry) Get(name string) *Stream {
 	return nil
 }
 
+// HasPublisher reports whether the named stream has a writer now: an
+// encoder at an origin, or a subscription at a relaying node.
+func (r *Registry) HasPublisher(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.streams[name]
+	return e != nil && e.publisher != nil
+}
+
 // ErrNoStream is returned by Lookup for a stream the node does not hold.
 var ErrNoStream = errors.New("no such stream")
 

@@ -81,7 +81,7 @@ func publish(ctx context.Context, t *testing.T, n *testNode, name string) *sync.
 }
 
 // pull subscribes dst to stream on src in the background.
-func pull(ctx context.Context, t *testing.T, dst, src *testNode, pub *relay.Publication, from uint64) (ready chan struct{}, done chan error) {
+func subscribeBG(ctx context.Context, t *testing.T, dst, src *testNode, pub *relay.Publication, from uint64) (ready chan struct{}, done chan error) {
 	ready, done = make(chan struct{}), make(chan error, 1)
 	go func() {
 		done <- dst.ep.Subscribe(ctx, src.name, src.ep.Addr().String(), pub, from, func() { close(ready) })
@@ -128,7 +128,7 @@ func TestSubscribeReplicatesWindowAndLiveParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready, done := pull(ctx, t, edge, origin, pub, 0)
+	ready, done := subscribeBG(ctx, t, edge, origin, pub, 0)
 	select {
 	case <-ready:
 	case err := <-done:
@@ -196,10 +196,10 @@ func TestFailoverResumesAtNextPart(t *testing.T) {
 	defer cancel()
 
 	midPub, _ := mid.reg.Publish("cam")
-	midReady, _ := pull(ctx, t, mid, origin, midPub, 0)
+	midReady, _ := subscribeBG(ctx, t, mid, origin, midPub, 0)
 	<-midReady
 	edgePub, _ := edge.reg.Publish("cam")
-	edgeReady, edgeDone := pull(ctx, t, edge, mid, edgePub, 0)
+	edgeReady, edgeDone := subscribeBG(ctx, t, edge, mid, edgePub, 0)
 	<-edgeReady
 	time.Sleep(10 * partTarget)
 
@@ -215,7 +215,7 @@ func TestFailoverResumesAtNextPart(t *testing.T) {
 		t.Fatal("subscription to a dead upstream did not end")
 	}
 	from := edgePub.Stream.Snapshot().NextPart
-	_, done := pull(ctx, t, edge, origin, edgePub, from)
+	_, done := subscribeBG(ctx, t, edge, origin, edgePub, from)
 	want := origin.reg.Get("cam").Snapshot().NextPart + 10
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 	snap, err := edgePub.Stream.Wait(wctx, func(s *relay.Snapshot) bool { return s.NextPart >= want })

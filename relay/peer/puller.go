@@ -1,0 +1,248 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/relaymesh/relaymesh/relay"
+)
+
+// Upstream is a node that holds a stream, as the mesh knows it.
+type Upstream struct {
+	Name string
+	Addr string // its relay address
+}
+
+// Directory names the holders of a stream, best first. The mesh
+// implements it; the puller only consults it.
+type Directory interface {
+	Upstreams(stream string) []Upstream
+}
+
+// PullerConfig sets up a Puller.
+type PullerConfig struct {
+	Endpoint  *Endpoint
+	Registry  *relay.Registry
+	Directory Directory
+	Logger    *slog.Logger
+	// Idle is how long a relayed stream with no viewers and no downstream
+	// subscribers is kept before its subscription is dropped (default 30s).
+	Idle time.Duration
+	// Viewers returns how many viewers a stream has on this node.
+	Viewers func(stream string) int
+	// OnSwitch, if set, is called when a stream moves to another upstream.
+	OnSwitch func(stream string)
+}
+
+// Puller fetches streams this node does not hold from the mesh, on the
+// first viewer's request: one subscription per stream however many viewers
+// ask, moved to another holder when its upstream fails, and dropped when
+// nobody watches.
+type Puller struct {
+	cfg PullerConfig
+	log *slog.Logger
+
+	mu    sync.Mutex
+	life  context.Context
+	pulls map[string]*pull
+	wg    sync.WaitGroup
+}
+
+type pull struct {
+	ready chan struct{} // closed once the window has arrived
+	done  chan struct{} // closed when the pull ends
+	err   error         // why it ended before being ready
+}
+
+// NewPuller returns a Puller; Run must be running for it to pull.
+func NewPuller(cfg PullerConfig) *Puller {
+	if cfg.Idle <= 0 {
+		cfg.Idle = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Viewers == nil {
+		cfg.Viewers = func(string) int { return 0 }
+	}
+	return &Puller{cfg: cfg, log: cfg.Logger, pulls: map[string]*pull{}}
+}
+
+// Run owns the pulls: they live until ctx ends, and Run waits for them.
+func (p *Puller) Run(ctx context.Context) error {
+	p.mu.Lock()
+	p.life = ctx
+	p.mu.Unlock()
+	<-ctx.Done()
+	p.wg.Wait()
+	return nil
+}
+
+// Lookup returns the named stream: the local one if this node publishes
+// or already relays it, otherwise a new subscription's, once the upstream's
+// window has arrived. It implements edge.Streams.
+func (p *Puller) Lookup(ctx context.Context, name string) (*relay.Stream, error) {
+	p.mu.Lock()
+	pl := p.pulls[name]
+	p.mu.Unlock()
+	if st := p.cfg.Registry.Get(name); pl == nil && st != nil && p.cfg.Registry.HasPublisher(name) {
+		return st, nil // published here
+	}
+	pl, err := p.start(name)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-pl.ready:
+		if st := p.cfg.Registry.Get(name); st != nil {
+			return st, nil
+		}
+		return nil, relay.ErrNoStream
+	case <-pl.done:
+		if pl.err != nil {
+			return nil, pl.err
+		}
+		return nil, relay.ErrNoStream
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Pull starts relaying a stream without waiting for it (pre-warming).
+// The returned channel is closed once the window has arrived or the pull
+// failed.
+func (p *Puller) Pull(name string) <-chan struct{} {
+	pl, err := p.start(name)
+	if err != nil {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	either := make(chan struct{})
+	go func() {
+		select {
+		case <-pl.ready:
+		case <-pl.done:
+		}
+		close(either)
+	}()
+	return either
+}
+
+// start returns the stream's pull, starting one if there is none.
+func (p *Puller) start(name string) (*pull, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pl := p.pulls[name]; pl != nil {
+		return pl, nil
+	}
+	if p.life == nil || p.life.Err() != nil {
+		return nil, errors.New("puller is not running")
+	}
+	if len(p.cfg.Directory.Upstreams(name)) == 0 {
+		return nil, relay.ErrNoStream // nobody holds it: 404 at once
+	}
+	pub, err := p.cfg.Registry.Publish(name)
+	if err != nil {
+		return nil, err
+	}
+	pl := &pull{ready: make(chan struct{}), done: make(chan struct{})}
+	p.pulls[name] = pl
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.run(p.life, name, pub, pl)
+		pub.Close()
+		p.mu.Lock()
+		delete(p.pulls, name)
+		p.mu.Unlock()
+		close(pl.done)
+	}()
+	return pl, nil
+}
+
+// run keeps one subscription for the stream, moving to the next holder
+// when an upstream fails, until nobody watches for the idle period.
+func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, pl *pull) {
+	log := p.log.With("stream", name)
+	ctx, cancel := context.WithCancel(ctx)
+	var idle sync.WaitGroup
+	defer idle.Wait()
+	defer cancel()
+	idle.Go(func() { p.watchIdle(ctx, cancel, name, log) })
+
+	var once sync.Once
+	markReady := func() { once.Do(func() { close(pl.ready) }) }
+	failed := map[string]time.Time{} // upstreams that just failed us
+	var current string
+	for ctx.Err() == nil {
+		up, ok := p.choose(name, failed)
+		if !ok {
+			select {
+			case <-pl.ready:
+			default:
+				pl.err = relay.ErrNoStream
+				log.Info("no node holds the stream")
+				return
+			}
+			// Keep serving the window; the stream may come back.
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
+		if current != "" && current != up.Name && p.cfg.OnSwitch != nil {
+			p.cfg.OnSwitch(name)
+		}
+		if current != up.Name {
+			log.Info("relaying stream", "upstream", up.Name, "addr", up.Addr)
+		}
+		current = up.Name
+		from := pub.Stream.Snapshot().NextPart
+		err := p.cfg.Endpoint.Subscribe(ctx, up.Name, up.Addr, pub, from, markReady)
+		if ctx.Err() != nil {
+			return
+		}
+		failed[up.Name] = time.Now()
+		log.Warn("upstream lost; choosing another", "upstream", up.Name, "err", err)
+	}
+}
+
+// choose returns the best holder that has not just failed.
+func (p *Puller) choose(name string, failed map[string]time.Time) (Upstream, bool) {
+	for _, up := range p.cfg.Directory.Upstreams(name) {
+		if t, ok := failed[up.Name]; ok && time.Since(t) < 2*time.Second {
+			continue
+		}
+		return up, true
+	}
+	return Upstream{}, false
+}
+
+// watchIdle ends the pull once the stream has had no viewers and no
+// downstream subscribers for the idle period.
+func (p *Puller) watchIdle(ctx context.Context, cancel context.CancelFunc, name string, log *slog.Logger) {
+	tick := time.NewTicker(min(p.cfg.Idle/4, time.Second))
+	defer tick.Stop()
+	since := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if p.cfg.Viewers(name) > 0 || p.cfg.Endpoint.Subscribers(name) > 0 {
+			since = time.Now()
+			continue
+		}
+		if time.Since(since) >= p.cfg.Idle {
+			log.Info("nobody watches; dropping the relayed stream", "idle", p.cfg.Idle)
+			cancel()
+			return
+		}
+	}
+}

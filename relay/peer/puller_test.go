@@ -1,0 +1,139 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relaymesh/relaymesh/relay"
+)
+
+// holders is a Directory over test nodes, in preference order; a stopped
+// node drops out as it would from the mesh.
+type holders struct {
+	mu    sync.Mutex
+	nodes []*testNode
+	down  map[string]bool
+}
+
+func (h *holders) Upstreams(stream string) []Upstream {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ups []Upstream
+	for _, n := range h.nodes {
+		if !h.down[n.name] && n.reg.Get(stream) != nil {
+			ups = append(ups, Upstream{Name: n.name, Addr: n.ep.Addr().String()})
+		}
+	}
+	return ups
+}
+
+func startPuller(t *testing.T, n *testNode, dir Directory, cfg PullerConfig) *Puller {
+	t.Helper()
+	cfg.Endpoint, cfg.Registry, cfg.Directory = n.ep, n.reg, dir
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	p := NewPuller(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for { // Run has started once start works
+		p.mu.Lock()
+		ok := p.life != nil
+		p.mu.Unlock()
+		if ok {
+			return p
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestPullerCoalescesAndFailsOver(t *testing.T) {
+	origin, mid, edge := startNode(t, "origin", "k"), startNode(t, "mid", "k"), startNode(t, "edge", "k")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := publish(ctx, t, origin, "cam")
+	defer wg.Wait()
+	defer cancel()
+	time.Sleep(10 * partTarget)
+
+	midPuller := startPuller(t, mid, &holders{nodes: []*testNode{origin}}, PullerConfig{})
+	if _, err := midPuller.Lookup(ctx, "cam"); err != nil {
+		t.Fatal(err)
+	}
+	// The edge prefers the mid relay, so the origin serves one copy.
+	dir := &holders{nodes: []*testNode{mid, origin}, down: map[string]bool{}}
+	var switches atomic.Int32
+	p := startPuller(t, edge, dir, PullerConfig{OnSwitch: func(string) { switches.Add(1) }, Viewers: func(string) int { return 1 }})
+	var lookups sync.WaitGroup
+	for range 20 {
+		lookups.Go(func() {
+			st, err := p.Lookup(ctx, "cam")
+			if err != nil || st == nil || st.Snapshot().NextPart == 0 {
+				t.Errorf("lookup: %v, stream %v", err, st)
+			}
+		})
+	}
+	lookups.Wait()
+	if n := mid.ep.Subscribers("cam"); n != 1 {
+		t.Fatalf("20 viewers made %d subscriptions to the upstream, want 1", n)
+	}
+	if n := origin.ep.Subscribers("cam"); n != 1 {
+		t.Fatalf("origin feeds %d subscriptions, want 1 (the mid relay)", n)
+	}
+
+	// The mid relay dies: the edge moves to the origin from the next part.
+	dir.mu.Lock()
+	dir.down["mid"] = true
+	dir.mu.Unlock()
+	mid.stop()
+	st := edge.reg.Get("cam")
+	want := origin.reg.Get("cam").Snapshot().NextPart + 10
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	snap, err := st.Wait(wctx, func(s *relay.Snapshot) bool { return s.NextPart >= want })
+	wcancel()
+	if err != nil {
+		t.Fatalf("after the upstream died, parts stopped at %d (want %d)", snap.NextPart, want)
+	}
+	checkSame(t, snap, origin.reg.Get("cam").Snapshot())
+	if switches.Load() != 1 {
+		t.Errorf("%d upstream switches, want 1", switches.Load())
+	}
+}
+
+func TestPullerUnknownStreamAndIdleDrop(t *testing.T) {
+	origin, edge := startNode(t, "origin", "k"), startNode(t, "edge", "k")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := publish(ctx, t, origin, "cam")
+	defer wg.Wait()
+	defer cancel()
+	time.Sleep(5 * partTarget)
+
+	p := startPuller(t, edge, &holders{nodes: []*testNode{origin}}, PullerConfig{Idle: 300 * time.Millisecond})
+	if _, err := p.Lookup(ctx, "missing"); !errors.Is(err, relay.ErrNoStream) {
+		t.Fatalf("lookup of a stream nobody holds: %v", err)
+	}
+	if _, err := p.Lookup(ctx, "cam"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for origin.ep.Subscribers("cam") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a stream nobody watches is still relayed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A new viewer brings it back.
+	st, err := p.Lookup(ctx, "cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Snapshot().Live {
+		t.Error("stream pulled again is not live")
+	}
+}
