@@ -275,9 +275,10 @@ func Bandwidth(s *relay.Snapshot) (peak, avg int) {
 	return peak, avg
 }
 
-// RenderMultivariant writes the multivariant playlist: one variant whose
-// media playlist carries audio and video muxed in each part.
-func RenderMultivariant(s *relay.Snapshot) []byte {
+// RenderMultivariant writes the multivariant playlist: one variant, the
+// media playlist at mediaURI, which carries audio and video muxed in each
+// part.
+func RenderMultivariant(s *relay.Snapshot, mediaURI string) []byte {
 	in := s.LatestInit()
 	peak, avg := Bandwidth(s)
 	if peak == 0 {
@@ -295,6 +296,6 @@ func RenderMultivariant(s *relay.Snapshot) []byte {
 			fmt.Fprintf(&b, ",FRAME-RATE=%.3f", in.FrameRate)
 		}
 	}
-	b.WriteString("\n" + mediaPlaylistName + "\n")
+	b.WriteString("\n" + mediaURI + "\n")
 	return []byte(b.String())
 }

@@ -759,7 +759,7 @@ func repeat(d time.Duration, n int) []time.Duration {
 func TestRenderMultivariant(t *testing.T) {
 	t.Run("no media yet", func(t *testing.T) {
 		st := relay.NewStream("cam", testPartTarget, relay.Window{})
-		got := string(RenderMultivariant(st.Snapshot()))
+		got := string(RenderMultivariant(st.Snapshot(), mediaPlaylistName))
 		if !strings.HasPrefix(got, "#EXTM3U\n") || !strings.Contains(got, "BANDWIDTH=") || strings.Contains(got, "CODECS") ||
 			!strings.HasSuffix(got, "\nmedia.m3u8\n") {
 			t.Fatalf("multivariant playlist without media:\n%s", got)
@@ -778,7 +778,7 @@ func TestRenderMultivariant(t *testing.T) {
 			st.Cut(&relay.Part{Duration: 200 * time.Millisecond, Data: make([]byte, 80_000)}, nil)
 		}
 		st.Cut(nil, &relay.SegmentHeader{Start: testEpoch.Add(3 * time.Second), Init: in})
-		got := string(RenderMultivariant(st.Snapshot()))
+		got := string(RenderMultivariant(st.Snapshot(), mediaPlaylistName))
 		lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
 		if lines[0] != "#EXTM3U" || lines[len(lines)-1] != "media.m3u8" {
 			t.Fatalf("multivariant playlist:\n%s", got)
@@ -808,7 +808,7 @@ func TestRenderMultivariant(t *testing.T) {
 	t.Run("audio only", func(t *testing.T) {
 		st := relay.NewStream("cam", testPartTarget, relay.Window{})
 		st.Cut(nil, &relay.SegmentHeader{Start: testEpoch, Init: &relay.Init{ID: 1, Codecs: "mp4a.40.2"}})
-		got := string(RenderMultivariant(st.Snapshot()))
+		got := string(RenderMultivariant(st.Snapshot(), mediaPlaylistName))
 		if !strings.Contains(got, `CODECS="mp4a.40.2"`) || strings.Contains(got, "RESOLUTION") || strings.Contains(got, "FRAME-RATE") {
 			t.Fatalf("audio-only multivariant playlist:\n%s", got)
 		}

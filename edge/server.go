@@ -37,6 +37,7 @@ type Server struct {
 	Logger  *slog.Logger
 
 	rejected ratelog.Limiter // malformed or hostile requests
+	viewers  viewers
 }
 
 // reject logs a request refused as malformed, at most every few seconds.
@@ -147,11 +148,13 @@ func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, st *r
 		http.Error(w, "stream has no media yet", http.StatusServiceUnavailable)
 		return
 	}
-	cacheFor(w, targetDuration(snap)/2)
-	writePlaylist(w, r, RenderMultivariant(snap), nil)
+	// Each viewer's copy names its own session; nothing else differs.
+	w.Header().Set("Cache-Control", "no-store")
+	writePlaylist(w, r, RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+newSession()), nil)
 }
 
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
+	s.viewers.seen(st.Name, r)
 	d, err := ParseDirectives(r.URL.Query())
 	snap := st.Snapshot()
 	td := targetDuration(snap)

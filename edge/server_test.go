@@ -469,11 +469,12 @@ func TestServePlaylists(t *testing.T) {
 
 	// Multivariant.
 	r = f.get(t, "/live/cam/index.m3u8")
-	if r.status != http.StatusOK || !bytes.HasPrefix(r.body, []byte("#EXTM3U\n")) || !bytes.Contains(r.body, []byte("\nmedia.m3u8\n")) ||
+	if r.status != http.StatusOK || !bytes.HasPrefix(r.body, []byte("#EXTM3U\n")) || !bytes.Contains(r.body, []byte("\nmedia.m3u8?rmsid=")) ||
 		!bytes.Contains(r.body, []byte(`CODECS="avc1.64001f,mp4a.40.2"`)) {
 		t.Fatalf("multivariant: %d\n%s", r.status, r.body)
 	}
-	if cc := r.header.Get("Cache-Control"); cc != "max-age=1" {
+	// Each viewer gets its own session in the media URI: not cacheable.
+	if cc := r.header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("multivariant Cache-Control %q", cc)
 	}
 	if ct := r.header.Get("Content-Type"); ct != "application/vnd.apple.mpegurl" {
