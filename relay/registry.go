@@ -41,6 +41,9 @@ type RegistryConfig struct {
 	// reconnecting encoder continues the same playlist (default 30s).
 	Grace  time.Duration
 	Logger *slog.Logger
+	// OnPart, if set, is told for every part how long after its media
+	// ended (PROGRAM-DATE-TIME plus duration) it became available here.
+	OnPart func(stream string, lag time.Duration)
 }
 
 // Registry is a node's table of streams. The zero value is not usable;
@@ -155,6 +158,7 @@ func (r *Registry) Publish(name string) (*Publication, error) {
 	}
 	if e == nil {
 		e = &entry{stream: NewStream(name, r.cfg.PartTarget+PartSlack, r.cfg.Window)}
+		e.stream.onPart = r.cfg.OnPart
 		r.streams[name] = e
 	}
 	if e.expiry != nil {

@@ -187,6 +187,10 @@ type Stream struct {
 	mu      sync.Mutex // serialises writers; readers never take it
 	nextMSN uint64
 	bytes   int
+
+	// onPart, if set, learns how long after its media ended each part
+	// became available here.
+	onPart func(stream string, lag time.Duration)
 }
 
 // DefaultTargetDuration is the EXT-X-TARGETDURATION a stream starts with:
@@ -277,6 +281,9 @@ func (s *Stream) appendPart(snap *Snapshot, p *Part) {
 	seg.Size += len(p.Data)
 	s.bytes += len(p.Data)
 	snap.Segments[len(snap.Segments)-1] = &seg
+	if s.onPart != nil && !seg.Start.IsZero() {
+		s.onPart(s.Name, time.Since(seg.Start.Add(seg.Duration)))
+	}
 	// A segment rounds to its nearest whole second (RFC 8216bis 4.4.3.1).
 	if td := int((seg.Duration + time.Second/2) / time.Second); td > snap.TargetDuration {
 		snap.TargetDuration = td

@@ -97,7 +97,7 @@ func TestRTMPToLLHLS_ffprobe(t *testing.T) {
 	waitPlaylist(t, ctx, c, o.url("/live/test/media.m3u8"), "three complete segments", hasComplete(3))
 
 	mv := string(mustGet(t, ctx, c, o.url("/live/test/index.m3u8")))
-	for _, want := range []string{"#EXT-X-STREAM-INF:", "RESOLUTION=640x360", `CODECS="avc1.`, "mp4a.40.2", "\nmedia.m3u8\n"} {
+	for _, want := range []string{"#EXT-X-STREAM-INF:", "RESOLUTION=640x360", `CODECS="avc1.`, "mp4a.40.2", "\nmedia.m3u8?rmsid="} {
 		if !strings.Contains(mv, want) {
 			t.Errorf("multivariant playlist lacks %q:\n%s", want, mv)
 		}
@@ -778,6 +778,25 @@ func TestDemoCommand(t *testing.T) {
 	c := newHTTPClient(t)
 	waitPlaylist(t, ctx, c, strings.TrimSuffix(got, "index.m3u8")+"media.m3u8", "three complete segments", hasComplete(3))
 	checkProbe(t, ffprobe(t, ctx, got))
+
+	// The demo is a mesh: the two edges serve the same stream, byte for
+	// byte, edge-2 through edge-1.
+	all := re.FindAllStringSubmatch(d.stdout.String(), -1)
+	if len(all) != 3 {
+		t.Fatalf("demo printed %d Play URLs, want 3 (origin and two edges):\n%s", len(all), d.stdout.String())
+	}
+	var first []byte
+	for i, m := range all {
+		base := strings.TrimSuffix(m[1], "index.m3u8")
+		waitPlaylist(t, ctx, c, base+"media.m3u8?_HLS_msn=4", "segment 4", hasComplete(1))
+		seg := mustGet(t, ctx, c, base+"seg4.m4s")
+		if i == 0 {
+			first = seg
+		} else if !bytes.Equal(seg, first) {
+			t.Errorf("%s serves a different seg4.m4s than the origin (%d vs %d bytes)", base, len(seg), len(first))
+		}
+	}
+	checkProbe(t, ffprobe(t, ctx, all[2][1]))
 	d.stop(t)
 }
 
@@ -871,7 +890,7 @@ func TestCLI(t *testing.T) {
 		} else {
 			conn.Close()
 		}
-		if !strings.Contains(n.stderr.String(), `"rtmp ingest listening" addr=`+n.rtmpAddr) {
+		if !regexp.MustCompile(`"rtmp ingest listening".* addr=` + regexp.QuoteMeta(n.rtmpAddr)).MatchString(n.stderr.String()) {
 			t.Errorf("no log line for RTMP listening on %s", n.rtmpAddr)
 		}
 		n.stop(t)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/relaymesh/relaymesh/mesh"
 )
 
 var stderr io.Writer = os.Stderr
@@ -39,8 +41,10 @@ func newRootCmd() *cobra.Command {
 		Long: `relaymesh takes live streams from encoders (OBS, ffmpeg) and serves them
 as Low-Latency HLS.
 
-  relaymesh demo      a working node with a built-in test stream
+  relaymesh demo      a working mesh (origin + two edges) with a built-in test stream
   relaymesh origin    take streams from encoders: rtmp://HOST/live/{stream}
+  relaymesh edge      serve viewers, relaying streams from the mesh
+  relaymesh status    print the mesh as a table
 
 Playback on any node: http://HOST:8080/live/{stream}/index.m3u8
 
@@ -49,7 +53,7 @@ or as a key in the YAML file given to --config.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newOriginCmd(), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newOriginCmd(), newEdgeCmd(), newDemoCmd(), newStatusCmd(), newVersionCmd())
 	return root
 }
 
@@ -58,24 +62,51 @@ func newOriginCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "origin",
 		Short: "Take live streams from encoders and serve them as LL-HLS",
-		Long: `Run an origin: encoders publish to it, viewers play from it.
+		Long: `Run an origin: encoders publish to it, viewers play from it, and edges
+relay its streams.
 
 Publish:  rtmp://HOST:1935/live/{stream}   (OBS: server rtmp://HOST/live, key {stream})
 Play:     http://HOST:8080/live/{stream}/index.m3u8
 
+Alone by default. With --cluster-key (and --join for all but the first node)
+it joins a mesh: edges find its streams over gossip and relay them over QUIC.
 An empty address disables a listener, e.g. --srt "".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runNode(cmd, &f, nil)
+			return runNode(cmd, &f, mesh.RoleOrigin, nil)
 		},
 	}
-	f.register(cmd.Flags())
+	f.register(cmd.Flags(), true)
+	return cmd
+}
+
+func newEdgeCmd() *cobra.Command {
+	var f nodeFlags
+	cmd := &cobra.Command{
+		Use:   "edge",
+		Short: "Serve viewers LL-HLS, relaying streams from the mesh",
+		Long: `Run an edge: it joins the mesh, and on a viewer's first request for a
+stream it subscribes to the nearest node that holds it (an origin or
+another edge) and serves it from its cache.
+
+  relaymesh edge --cluster-key SECRET --join origin.example:7946
+
+Play:     http://HOST:8080/live/{stream}/index.m3u8`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.ClusterKey == "" && f.Join == "" && !loopback(f.Mesh) {
+				return errors.New("an edge needs a mesh: give --cluster-key and --join HOST:7946 (another node's --mesh)")
+			}
+			return runNode(cmd, &f, mesh.RoleEdge, nil)
+		},
+	}
+	f.register(cmd.Flags(), false)
 	return cmd
 }
 
 // runNode reads flags, binds listeners and serves until SIGINT or SIGTERM.
 // started, if set, runs once listeners are bound, alongside the node.
-func runNode(cmd *cobra.Command, f *nodeFlags, started func(context.Context, *node) error) error {
+func runNode(cmd *cobra.Command, f *nodeFlags, role mesh.Role, started func(context.Context, *node) error) error {
 	if err := applyEnvAndConfig(cmd.Flags()); err != nil {
 		return err
 	}
@@ -86,7 +117,7 @@ func runNode(cmd *cobra.Command, f *nodeFlags, started func(context.Context, *no
 	if err != nil {
 		return err
 	}
-	n, err := newNode(*f, log)
+	n, err := newNode(*f, role, log, cmd.Flags().Changed)
 	if err != nil {
 		return err
 	}

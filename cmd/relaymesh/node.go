@@ -20,6 +20,7 @@ import (
 	"github.com/relaymesh/relaymesh/edge/player"
 	"github.com/relaymesh/relaymesh/ingest"
 	"github.com/relaymesh/relaymesh/ingest/rtmp"
+	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/relay"
 )
 
@@ -27,25 +28,38 @@ import (
 type nodeFlags struct {
 	HTTP, RTMP, SRT, RTSP, Mesh, Relay string
 	Join, NodeName, ClusterKey         string
-	Region, Advertise                  string
+	Region, Advertise, Parent          string
+	RelayCA, RelayCert, RelayKey       string
 	TLSCert, TLSKey                    string
 	PartTarget, MinSegment, Grace      time.Duration
+	Idle                               time.Duration
+	Prewarm, Capacity                  int
 	LogLevel                           string
 }
 
-func (f *nodeFlags) register(fs *pflag.FlagSet) {
+// register defines the flags; ingest adds the encoder listeners (origins).
+func (f *nodeFlags) register(fs *pflag.FlagSet, ingest bool) {
 	fs.String("config", "", "YAML file whose keys are flag names (env RELAYMESH_CONFIG)")
 	fs.StringVar(&f.HTTP, "http", ":8080", "viewer HTTP listener: LL-HLS at /live/{stream}/index.m3u8")
-	fs.StringVar(&f.RTMP, "rtmp", ":1935", "RTMP ingest listener: rtmp://HOST/live/{stream}")
-	fs.StringVar(&f.SRT, "srt", ":6000", "SRT ingest listener (not in this release; accepted and ignored)")
-	fs.StringVar(&f.RTSP, "rtsp", ":8554", "RTSP ingest listener (not in this release; accepted and ignored)")
-	fs.StringVar(&f.Mesh, "mesh", ":7946", "memberlist bind, TCP and UDP (not in this release)")
-	fs.StringVar(&f.Relay, "relay", ":7947", "QUIC relay, UDP (not in this release)")
-	fs.StringVar(&f.Join, "join", "", "comma-separated host:port mesh seeds")
+	if ingest {
+		fs.StringVar(&f.RTMP, "rtmp", ":1935", "RTMP ingest listener: rtmp://HOST/live/{stream}")
+		fs.StringVar(&f.SRT, "srt", ":6000", "SRT ingest listener (not in this release; accepted and ignored)")
+		fs.StringVar(&f.RTSP, "rtsp", ":8554", "RTSP ingest listener (not in this release; accepted and ignored)")
+	}
+	fs.StringVar(&f.Mesh, "mesh", ":7946", "memberlist bind, TCP and UDP; used once --cluster-key or --join is set")
+	fs.StringVar(&f.Relay, "relay", ":7947", "QUIC relay between nodes, UDP")
+	fs.StringVar(&f.Join, "join", "", "comma-separated host:port mesh seeds (another node's --mesh)")
 	fs.StringVar(&f.NodeName, "node-name", "", "unique node name (default: hostname)")
-	fs.StringVar(&f.ClusterKey, "cluster-key", "", "shared key for mesh authentication and encryption")
+	fs.StringVar(&f.ClusterKey, "cluster-key", "", "shared secret: authenticates and encrypts gossip and relay traffic")
 	fs.StringVar(&f.Region, "region", "", "region label")
-	fs.StringVar(&f.Advertise, "advertise", "", "address other nodes should dial")
+	fs.StringVar(&f.Advertise, "advertise", "", "host other nodes should dial for this node (default: the bind address, or the first non-loopback IP)")
+	fs.StringVar(&f.Parent, "parent", "", "comma-separated preferred upstream node names (a shield tier)")
+	fs.IntVar(&f.Prewarm, "prewarm", 3, "subscribe to this many of the mesh's most watched streams before reporting ready")
+	fs.IntVar(&f.Capacity, "capacity", 0, "viewers this node is meant to hold, for load-aware routing (0: unlimited)")
+	fs.DurationVar(&f.Idle, "idle", 30*time.Second, "how long a relayed stream nobody watches is kept")
+	fs.StringVar(&f.RelayCA, "relay-ca", "", "PEM CA for relay mTLS, instead of one derived from --cluster-key")
+	fs.StringVar(&f.RelayCert, "relay-cert", "", "PEM certificate for relay mTLS (with --relay-ca)")
+	fs.StringVar(&f.RelayKey, "relay-key", "", "PEM key for relay mTLS (with --relay-ca)")
 	fs.StringVar(&f.TLSCert, "tls-cert", "", "PEM certificate: serve viewers HTTPS with HTTP/2")
 	fs.StringVar(&f.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.DurationVar(&f.PartTarget, "part-target", 200*time.Millisecond, "LL-HLS part duration (PART-TARGET)")
@@ -67,6 +81,15 @@ func (f *nodeFlags) validate() error {
 	if f.Grace <= 0 {
 		return fmt.Errorf("--grace %v: must be positive", f.Grace)
 	}
+	if f.Idle <= 0 {
+		return fmt.Errorf("--idle %v: must be positive", f.Idle)
+	}
+	if f.Prewarm < 0 || f.Capacity < 0 {
+		return errors.New("--prewarm and --capacity cannot be negative")
+	}
+	if set := btoi(f.RelayCA != "") + btoi(f.RelayCert != "") + btoi(f.RelayKey != ""); set != 0 && set != 3 {
+		return errors.New("--relay-ca, --relay-cert and --relay-key go together: give all three or none")
+	}
 	for _, a := range []struct{ name, addr string }{
 		{"http", f.HTTP}, {"rtmp", f.RTMP}, {"srt", f.SRT}, {"rtsp", f.RTSP}, {"mesh", f.Mesh}, {"relay", f.Relay},
 	} {
@@ -80,6 +103,13 @@ func (f *nodeFlags) validate() error {
 	return nil
 }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func (f *nodeFlags) logger() (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(f.LogLevel)); err != nil {
@@ -91,19 +121,38 @@ func (f *nodeFlags) logger() (*slog.Logger, error) {
 // node is one running relaymesh process: its stream registry and listeners.
 type node struct {
 	flags    nodeFlags
-	log      *slog.Logger
+	role     mesh.Role
+	log      *slog.Logger // with the node's name
+	baseLog  *slog.Logger // for packages that add the name themselves
 	registry *relay.Registry
 	packager ingest.PackagerConfig
+	hls      *edge.Server
+	metrics  *metrics
+	cluster  *cluster // nil when the node runs alone
 
 	httpLn, rtmpLn net.Listener
 	tls            *tls.Config
 }
 
 // newNode binds every listener, so that a busy port is reported before
-// anything starts.
-func newNode(f nodeFlags, log *slog.Logger) (*node, error) {
-	n := &node{flags: f, log: log}
-	n.registry = relay.NewRegistry(relay.RegistryConfig{PartTarget: f.PartTarget, Grace: f.Grace, Logger: log})
+// anything starts. explicit tells whether a flag was set by the user.
+func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string) bool) (*node, error) {
+	if f.NodeName == "" {
+		f.NodeName = hostname()
+	}
+	n := &node{flags: f, role: role, log: log.With("node", f.NodeName), baseLog: log}
+	log = n.log
+	n.hls = &edge.Server{Logger: log}
+	n.metrics = newMetrics(n.hls.Viewers, func() int {
+		if n.cluster == nil {
+			return 1
+		}
+		return n.cluster.mesh.Members()
+	})
+	n.registry = relay.NewRegistry(relay.RegistryConfig{
+		PartTarget: f.PartTarget, Grace: f.Grace, Logger: log, OnPart: n.metrics.onPart,
+	})
+	n.hls.Streams = n.registry
 	n.packager = ingest.PackagerConfig{PartTarget: f.PartTarget, MinSegment: f.MinSegment}
 	if f.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
@@ -124,10 +173,19 @@ func newNode(f nodeFlags, log *slog.Logger) (*node, error) {
 			return nil, err
 		}
 	}
-	for _, a := range []struct{ name, addr string }{{"srt", f.SRT}, {"rtsp", f.RTSP}, {"mesh", f.Mesh}, {"relay", f.Relay}} {
+	for _, a := range []struct{ name, addr string }{{"srt", f.SRT}, {"rtsp", f.RTSP}} {
 		if a.addr != "" {
 			log.Debug("listener not in this release; flag accepted and ignored", "flag", "--"+a.name, "addr", a.addr)
 		}
+	}
+	if f.meshEnabled(explicit) {
+		if n.cluster, err = newCluster(n); err != nil {
+			n.close()
+			return nil, err
+		}
+		n.hls.Streams = n.cluster.puller
+	} else if f.Mesh != "" && f.Relay != "" {
+		log.Info("running alone: set --cluster-key and --join to form a mesh")
 	}
 	return n, nil
 }
@@ -161,6 +219,9 @@ func (n *node) run(ctx context.Context, extra ...func(context.Context) error) er
 		g.Go(func() error { return n.serveHTTP(ctx) })
 		n.log.Info("http listening", "addr", n.httpLn.Addr().String(), "play", n.scheme()+"://HOST"+port(n.httpLn)+"/live/{stream}/index.m3u8")
 	}
+	if n.cluster != nil {
+		g.Go(func() error { return n.cluster.run(ctx, n) })
+	}
 	for _, f := range extra {
 		g.Go(func() error { return f(ctx) })
 	}
@@ -182,10 +243,18 @@ func (n *node) scheme() string {
 }
 
 func (n *node) handler() http.Handler {
-	hls := &edge.Server{Streams: n.registry, Logger: n.log}
+	hls := n.hls
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", n.metrics.handler())
+	mux.HandleFunc("GET /api/mesh", func(w http.ResponseWriter, r *http.Request) {
+		if n.cluster == nil {
+			http.Error(w, "this node runs alone: no mesh", http.StatusNotFound)
+			return
+		}
+		n.cluster.serveAPI(w, r)
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		names := n.registry.Names()

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/relaymesh/relaymesh/ingest/demo"
+	"github.com/relaymesh/relaymesh/mesh"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and returns its paths and pool.
@@ -64,8 +65,8 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 func TestTLSServesHTTP2(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
 	f := nodeFlags{HTTP: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile,
-		PartTarget: 200 * time.Millisecond, MinSegment: time.Second, Grace: time.Second}
-	n, err := newNode(f, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		PartTarget: 200 * time.Millisecond, MinSegment: time.Second, Grace: time.Second, Idle: time.Second}
+	n, err := newNode(f, mesh.RoleOrigin, slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) bool { return false })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func TestTLSServesHTTP2(t *testing.T) {
 }
 
 func TestTLSFlagsGoTogether(t *testing.T) {
-	f := nodeFlags{HTTP: ":0", TLSCert: "cert.pem", PartTarget: 200 * time.Millisecond, MinSegment: time.Second, Grace: time.Second}
+	f := nodeFlags{HTTP: ":0", TLSCert: "cert.pem", PartTarget: 200 * time.Millisecond, MinSegment: time.Second, Grace: time.Second, Idle: time.Second}
 	if err := f.validate(); err == nil || !strings.Contains(err.Error(), "--tls-key") {
 		t.Errorf("validate with only --tls-cert: %v", err)
 	}
@@ -126,7 +127,7 @@ func TestFlagPrecedence(t *testing.T) {
 
 	var f nodeFlags
 	fs := pflag.NewFlagSet("origin", pflag.ContinueOnError)
-	f.register(fs)
+	f.register(fs, true)
 	if err := fs.Parse([]string{"--config", cfg, "--part-target", "400ms"}); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func TestConfigErrors(t *testing.T) {
 			}
 			var f nodeFlags
 			fs := pflag.NewFlagSet("origin", pflag.ContinueOnError)
-			f.register(fs)
+			f.register(fs, true)
 			fs.Parse([]string{"--config", path})
 			err := applyEnvAndConfig(fs)
 			if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/relay/peer"
+	"github.com/relaymesh/relaymesh/relay/peertls"
+)
+
+// cluster is a node's part in the mesh: membership, the relay endpoint and
+// the puller that fetches streams from other nodes.
+type cluster struct {
+	mesh    *mesh.Mesh
+	ep      *peer.Endpoint
+	puller  *peer.Puller
+	parents []string
+	state   atomic.Value // mesh.State
+	prewarm int
+	join    []string
+
+	rateMu   sync.Mutex
+	rateAt   time.Time
+	rateSum  int64
+	rate     int64
+	cpuAt    time.Time
+	cpuSpent time.Duration
+	cpu      float64
+}
+
+// loopback reports whether addr's host is a loopback address.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// meshEnabled decides whether a node joins a mesh. A node given no cluster
+// key and no seeds, with the default mesh address, runs alone: a single
+// origin needs no mesh, and the default address is not loopback.
+func (f *nodeFlags) meshEnabled(explicit func(string) bool) bool {
+	if f.Mesh == "" || f.Relay == "" {
+		return false
+	}
+	return f.ClusterKey != "" || f.Join != "" || explicit("mesh") || explicit("relay") || loopback(f.Mesh)
+}
+
+// advertiseHost is the host other nodes dial for this node's relay and
+// HTTP listeners.
+func (f *nodeFlags) advertiseHost() string {
+	if f.Advertise != "" {
+		if h, _, err := net.SplitHostPort(f.Advertise); err == nil {
+			return h
+		}
+		return f.Advertise
+	}
+	for _, a := range []string{f.Mesh, f.Relay, f.HTTP} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+				return h
+			}
+		}
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+func withPort(host string, ln net.Addr) string {
+	_, p, _ := net.SplitHostPort(ln.String())
+	return net.JoinHostPort(host, p)
+}
+
+// newCluster binds the mesh and relay listeners.
+func newCluster(n *node) (*cluster, error) {
+	f := &n.flags
+	if !loopback(f.Mesh) && f.ClusterKey == "" && f.RelayCA == "" {
+		return nil, fmt.Errorf("--mesh %s is reachable from other hosts: set --cluster-key (the same secret on every node) so that gossip and relay traffic are authenticated and encrypted", f.Mesh)
+	}
+	var tc *peertls.Config
+	var err error
+	if f.RelayCA != "" || f.RelayCert != "" || f.RelayKey != "" {
+		tc, err = peertls.FromFiles(f.RelayCA, f.RelayCert, f.RelayKey)
+	} else {
+		key := f.ClusterKey
+		if key == "" {
+			key = "relaymesh loopback" // loopback only, checked above
+		}
+		tc, err = peertls.FromClusterKey(key, f.NodeName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay TLS: %w", err)
+	}
+	c := &cluster{prewarm: f.Prewarm}
+	c.state.Store(mesh.StateWarming)
+	for _, p := range strings.Split(f.Parent, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.parents = append(c.parents, p)
+		}
+	}
+	for _, s := range strings.Split(f.Join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			c.join = append(c.join, s)
+		}
+	}
+	c.ep, err = peer.Listen(peer.Config{
+		Node: f.NodeName, TLS: tc, Registry: n.registry, Logger: n.log,
+		OnEgress: n.metrics.onEgress, OnSubscribers: n.metrics.onSubscribers,
+	}, f.Relay)
+	if err != nil {
+		return nil, fmt.Errorf("--relay %s: %w", f.Relay, err)
+	}
+	host := f.advertiseHost()
+	relayAddr := withPort(host, c.ep.Addr())
+	httpAddr := ""
+	if n.httpLn != nil {
+		httpAddr = withPort(host, n.httpLn.Addr())
+	}
+	meshAdvertise := ""
+	if f.Advertise != "" || hostUnspecified(f.Mesh) {
+		meshAdvertise = net.JoinHostPort(host, "0")
+	}
+	c.mesh, err = mesh.New(mesh.Config{
+		NodeName: f.NodeName, Bind: f.Mesh, Advertise: meshAdvertise, ClusterKey: f.ClusterKey, Logger: n.baseLog,
+		Local: func() mesh.NodeState { return c.local(n, relayAddr, httpAddr) },
+	})
+	if err != nil {
+		c.ep.Serve(canceled()) // releases the socket
+		return nil, fmt.Errorf("--mesh %s: %w", f.Mesh, err)
+	}
+	c.puller = peer.NewPuller(peer.PullerConfig{
+		Endpoint: c.ep, Registry: n.registry, Directory: directory{c}, Logger: n.log,
+		Viewers: n.hls.ViewersOf, OnSwitch: n.metrics.onSwitch,
+	})
+	return c, nil
+}
+
+func hostUnspecified(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(h)
+	return h == "" || (ip != nil && ip.IsUnspecified())
+}
+
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// directory ranks a stream's holders for the puller.
+type directory struct{ c *cluster }
+
+func (d directory) Upstreams(stream string) []peer.Upstream {
+	ranked := mesh.Rank(d.c.mesh.Holders(stream), d.c.parents, d.c.mesh.RTT)
+	ups := make([]peer.Upstream, 0, len(ranked))
+	for _, n := range ranked {
+		if n.RelayAddr != "" {
+			ups = append(ups, peer.Upstream{Name: n.Name, Addr: n.RelayAddr})
+		}
+	}
+	return ups
+}
+
+// local is what this node gossips about itself.
+func (c *cluster) local(n *node, relayAddr, httpAddr string) mesh.NodeState {
+	viewers := n.hls.Viewers()
+	s := mesh.NodeState{
+		Role: n.role, State: c.state.Load().(mesh.State), Region: n.flags.Region,
+		HTTPAddr: httpAddr, RelayAddr: relayAddr, Capacity: n.flags.Capacity,
+	}
+	for _, name := range n.registry.Names() {
+		st := n.registry.Get(name)
+		// Only live streams are offered: a window without a publisher or
+		// upstream is served to viewers but is no upstream for others.
+		if st == nil || !st.Snapshot().Live {
+			continue
+		}
+		s.Streams = append(s.Streams, mesh.StreamLoad{Name: name, Viewers: viewers[name]})
+		s.Viewers += viewers[name]
+	}
+	sort.Slice(s.Streams, func(i, j int) bool { return s.Streams[i].Name < s.Streams[j].Name })
+	s.EgressBps, s.CPU = c.load(n)
+	return s
+}
+
+// load samples egress bit/s and the process's share of the machine's CPU.
+func (c *cluster) load(n *node) (int64, float64) {
+	c.rateMu.Lock()
+	defer c.rateMu.Unlock()
+	now := time.Now()
+	if el := now.Sub(c.rateAt); el >= time.Second {
+		sum := n.metrics.egressSum.Load()
+		if !c.rateAt.IsZero() {
+			c.rate = int64(float64(sum-c.rateSum) * 8 / el.Seconds())
+		}
+		c.rateAt, c.rateSum = now, sum
+		var ru syscall.Rusage
+		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+			spent := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			if !c.cpuAt.IsZero() {
+				c.cpu = min(1, float64(spent-c.cpuSpent)/float64(el)/float64(runtime.NumCPU()))
+			}
+			c.cpuAt, c.cpuSpent = now, spent
+		}
+	}
+	return c.rate, c.cpu
+}
+
+// run joins the mesh, pre-warms the most watched streams, reports ready
+// and serves until ctx ends.
+func (c *cluster) run(ctx context.Context, n *node) error {
+	errc := make(chan error, 3)
+	go func() { errc <- c.ep.Serve(ctx) }()
+	go func() { errc <- c.puller.Run(ctx) }()
+	go func() { errc <- c.mesh.Run(ctx) }()
+	if len(c.join) > 0 {
+		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		joined, err := c.mesh.Join(jctx, c.join)
+		cancel()
+		if err != nil {
+			n.log.Warn("could not join the mesh yet; memberlist keeps trying through its peers", "seeds", c.join, "err", err)
+		} else {
+			n.log.Info("joined the mesh", "seeds", c.join, "contacted", joined, "members", c.mesh.Members())
+		}
+	}
+	c.warm(ctx, n)
+	c.state.Store(mesh.StateReady)
+	n.log.Info("node ready", "role", n.role, "mesh", c.mesh.Addr(), "relay", c.ep.Addr().String())
+	<-ctx.Done()
+	var errs []error
+	for range 3 {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// warm subscribes to the most watched streams in the mesh before the node
+// reports ready, so its first viewers find them in the cache.
+func (c *cluster) warm(ctx context.Context, n *node) {
+	if c.prewarm <= 0 || len(c.join) == 0 {
+		return
+	}
+	// The join's state exchange brings the others' stream lists; a mesh
+	// that has just started may need a gossip round or two more.
+	watched := map[string]int{}
+	for deadline := time.Now().Add(500 * time.Millisecond); ; {
+		for _, ns := range c.mesh.Nodes() {
+			if ns.Name == c.mesh.LocalName() {
+				continue
+			}
+			for _, s := range ns.Streams {
+				watched[s.Name] += s.Viewers + 1
+			}
+		}
+		if len(watched) > 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	names := make([]string, 0, len(watched))
+	for s := range watched {
+		names = append(names, s)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if watched[names[i]] != watched[names[j]] {
+			return watched[names[i]] > watched[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	if len(names) > c.prewarm {
+		names = names[:c.prewarm]
+	}
+	timeout := time.NewTimer(3 * time.Second)
+	defer timeout.Stop()
+	for _, s := range names {
+		select {
+		case <-c.puller.Pull(s):
+		case <-timeout.C:
+			n.log.Warn("pre-warm timed out", "stream", s)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+	if len(names) > 0 {
+		n.log.Info("pre-warmed", "streams", names)
+	}
+}
+
+// apiNode is one node in /api/mesh.
+type apiNode struct {
+	mesh.NodeState
+	RTTMillis *float64 `json:"rtt_ms,omitempty"`
+	Self      bool     `json:"self,omitempty"`
+}
+
+// serveAPI answers /api/mesh with every node's gossiped state.
+func (c *cluster) serveAPI(w http.ResponseWriter, _ *http.Request) {
+	var out []apiNode
+	for _, ns := range c.mesh.Nodes() {
+		a := apiNode{NodeState: ns, Self: ns.Name == c.mesh.LocalName()}
+		if rtt, ok := c.mesh.RTT(ns.Name); ok && !a.Self {
+			ms := float64(rtt.Microseconds()) / 1000
+			a.RTTMillis = &ms
+		}
+		a.Coord = nil
+		out = append(out, a)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "relaymesh-" + strconv.Itoa(os.Getpid())
+	}
+	return h
+}

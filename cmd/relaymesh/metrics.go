@@ -1,0 +1,92 @@
+package main
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are one node's Prometheus series, on a registry of its own so
+// that several nodes can run in one process (relaymesh demo, tests).
+type metrics struct {
+	reg       *prometheus.Registry
+	egress    *prometheus.CounterVec
+	subs      *prometheus.GaugeVec
+	switches  *prometheus.CounterVec
+	partLag   *prometheus.HistogramVec
+	egressSum atomic.Int64 // bytes sent to downstream nodes, for the gossiped rate
+}
+
+// newMetrics registers the series. viewers and members are read at scrape
+// time from the edge server and the mesh.
+func newMetrics(viewers func() map[string]int, members func() int) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		egress: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relaymesh_relay_egress_bytes_total",
+			Help: "Bytes sent to downstream nodes over the QUIC relay.",
+		}, []string{"peer"}),
+		subs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relaymesh_relay_subscribers",
+			Help: "Downstream nodes this node feeds a stream to.",
+		}, []string{"stream"}),
+		switches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relaymesh_upstream_switches_total",
+			Help: "Times a relayed stream moved to another upstream node.",
+		}, []string{"stream"}),
+		partLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "relaymesh_part_lag_seconds",
+			Help:    "Time from a part's media end (PROGRAM-DATE-TIME plus duration) to its availability on this node.",
+			Buckets: []float64{-0.01, 0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1},
+		}, []string{"stream"}),
+	}
+	m.reg.MustRegister(m.egress, m.subs, m.switches, m.partLag,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&viewerCollector{viewers: viewers},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "relaymesh_mesh_members",
+			Help: "Alive nodes in the mesh, this one included.",
+		}, func() float64 { return float64(members()) }),
+	)
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+func (m *metrics) onEgress(peer string, n int) {
+	m.egress.WithLabelValues(peer).Add(float64(n))
+	m.egressSum.Add(int64(n))
+}
+
+func (m *metrics) onSubscribers(stream string, n int) {
+	if n == 0 {
+		m.subs.DeleteLabelValues(stream)
+		return
+	}
+	m.subs.WithLabelValues(stream).Set(float64(n))
+}
+
+func (m *metrics) onSwitch(stream string) { m.switches.WithLabelValues(stream).Inc() }
+
+func (m *metrics) onPart(stream string, lag time.Duration) {
+	m.partLag.WithLabelValues(stream).Observe(lag.Seconds())
+}
+
+var viewersDesc = prometheus.NewDesc("relaymesh_viewers", "LL-HLS viewers of a stream on this node.", []string{"stream"}, nil)
+
+// viewerCollector reports viewers per stream as they are at scrape time.
+type viewerCollector struct{ viewers func() map[string]int }
+
+func (c *viewerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- viewersDesc }
+
+func (c *viewerCollector) Collect(ch chan<- prometheus.Metric) {
+	for stream, n := range c.viewers() {
+		ch <- prometheus.MustNewConstMetric(viewersDesc, prometheus.GaugeValue, float64(n), stream)
+	}
+}

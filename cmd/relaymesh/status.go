@@ -1,0 +1,81 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newStatusCmd() *cobra.Command {
+	var api string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Print the mesh as a table: nodes, role, state, load, round-trip estimate, streams",
+		Long: `Ask one node for the mesh as it sees it (GET /api/mesh) and print it.
+RTT is that node's Vivaldi estimate of the round trip to each other node.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client := &http.Client{Timeout: 5 * time.Second}
+			url := strings.TrimSuffix(api, "/") + "/api/mesh"
+			resp, err := client.Get(url)
+			if err != nil {
+				return fmt.Errorf("status: %w", err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("status: %s answered %s (is it part of a mesh?)", url, resp.Status)
+			}
+			var nodes []apiNode
+			if err := json.NewDecoder(resp.Body).Decode(&nodes); err != nil {
+				return fmt.Errorf("status: %s: %w", url, err)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tREGION\tHTTP\tVIEWERS\tEGRESS\tCPU\tRTT\tSTREAMS")
+			for _, n := range nodes {
+				name := n.Name
+				if n.Self {
+					name += " *"
+				}
+				rtt := "-"
+				if n.RTTMillis != nil {
+					rtt = fmt.Sprintf("%.1fms", *n.RTTMillis)
+				}
+				viewers := fmt.Sprint(n.Viewers)
+				if n.Capacity > 0 {
+					viewers += fmt.Sprintf("/%d", n.Capacity)
+				}
+				var streams []string
+				for _, s := range n.Streams {
+					streams = append(streams, fmt.Sprintf("%s(%d)", s.Name, s.Viewers))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\n", name, n.Role, n.State, dash(n.Region),
+					dash(n.HTTPAddr), viewers, bitrate(n.EgressBps), n.CPU*100, rtt, dash(strings.Join(streams, " ")))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&api, "api", "http://127.0.0.1:8080", "any node's HTTP address")
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func bitrate(bps int64) string {
+	switch {
+	case bps >= 1e6:
+		return fmt.Sprintf("%.1fMb/s", float64(bps)/1e6)
+	case bps >= 1e3:
+		return fmt.Sprintf("%.0fkb/s", float64(bps)/1e3)
+	}
+	return fmt.Sprintf("%db/s", bps)
+}
