@@ -47,13 +47,7 @@ two HTTP ports. You can publish your own streams to the origin as well.`,
 
 func runDemo(cmd *cobra.Command, f *nodeFlags) error {
 	fs := cmd.Flags()
-	if err := applyEnvAndConfig(fs); err != nil {
-		return err
-	}
-	if err := f.validate(); err != nil {
-		return err
-	}
-	log, err := f.logger()
+	log, err := f.load(cmd)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -107,13 +108,7 @@ Play:     http://HOST:8080/live/{stream}/index.m3u8`,
 // runNode reads flags, binds listeners and serves until SIGINT or SIGTERM.
 // started, if set, runs once listeners are bound, alongside the node.
 func runNode(cmd *cobra.Command, f *nodeFlags, role mesh.Role, started func(context.Context, *node) error) error {
-	if err := applyEnvAndConfig(cmd.Flags()); err != nil {
-		return err
-	}
-	if err := f.validate(); err != nil {
-		return err
-	}
-	log, err := f.logger()
+	log, err := f.load(cmd)
 	if err != nil {
 		return err
 	}
@@ -133,6 +128,18 @@ func runNode(cmd *cobra.Command, f *nodeFlags, role mesh.Role, started func(cont
 		return nil
 	}
 	return err
+}
+
+// load completes the flags from the environment and the config file,
+// checks them and returns the logger they ask for.
+func (f *nodeFlags) load(cmd *cobra.Command) (*slog.Logger, error) {
+	if err := applyEnvAndConfig(cmd.Flags()); err != nil {
+		return nil, err
+	}
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	return f.logger()
 }
 
 func newVersionCmd() *cobra.Command {
