@@ -137,9 +137,12 @@ func (e *Endpoint) Subscribe(ctx context.Context, peer, addr string, pub *relay.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		<-sub.ready
-		if ready != nil && ctx.Err() == nil {
-			ready()
+		select {
+		case <-sub.ready:
+			if ready != nil && ctx.Err() == nil {
+				ready()
+			}
+		case <-ctx.Done():
 		}
 	}()
 	// Stream reads do not watch a context: cancelling them is how the
