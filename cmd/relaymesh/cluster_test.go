@@ -30,11 +30,17 @@ func TestInProcessCluster(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var runs []chan error
-	start := func(f nodeFlags, role mesh.Role, extra ...func(context.Context) error) *node {
+	start := func(f nodeFlags, role mesh.Role, publish bool) *node {
 		t.Helper()
 		n, err := newNode(f, role, log, always)
 		if err != nil {
 			t.Fatalf("%s: %v", f.NodeName, err)
+		}
+		var extra []func(context.Context) error
+		if publish {
+			extra = append(extra, func(ctx context.Context) error {
+				return clip.Publish(ctx, n.registry, "demo", n.packager, demo.Options{Logger: log})
+			})
 		}
 		done := make(chan error, 1)
 		runs = append(runs, done)
@@ -57,10 +63,7 @@ func TestInProcessCluster(t *testing.T) {
 
 	of := base
 	of.NodeName, of.HTTP, of.Mesh, of.Relay = "origin", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	var origin *node
-	origin = start(of, mesh.RoleOrigin, func(ctx context.Context) error {
-		return clip.Publish(ctx, origin.registry, "demo", origin.packager, demo.Options{Logger: log})
-	})
+	origin := start(of, mesh.RoleOrigin, true)
 	waitReady(ctx, origin)
 	for origin.registry.Get("demo") == nil || origin.registry.Get("demo").Snapshot().NextPart < 3 {
 		time.Sleep(20 * time.Millisecond)
@@ -73,7 +76,7 @@ func TestInProcessCluster(t *testing.T) {
 		ef.NodeName = fmt.Sprintf("edge-%d", i+1)
 		ef.HTTP, ef.Mesh, ef.Relay = ip+":0", ip+":0", ip+":0"
 		ef.Join, ef.Parent = origin.cluster.mesh.Addr(), parent
-		e := start(ef, mesh.RoleEdge)
+		e := start(ef, mesh.RoleEdge, false)
 		waitReady(ctx, e)
 		for !holds(origin, ef.NodeName, "demo") {
 			time.Sleep(20 * time.Millisecond)
