@@ -95,9 +95,6 @@ another edge) and serves it from its cache.
 Play:     http://HOST:8080/live/{stream}/index.m3u8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.ClusterKey == "" && f.Join == "" && !loopback(f.Mesh) {
-				return errors.New("an edge needs a mesh: give --cluster-key and --join HOST:7946 (another node's --mesh)")
-			}
 			return runNode(cmd, &f, mesh.RoleEdge, nil)
 		},
 	}
@@ -111,6 +108,9 @@ func runNode(cmd *cobra.Command, f *nodeFlags, role mesh.Role, started func(cont
 	log, err := f.load(cmd)
 	if err != nil {
 		return err
+	}
+	if role == mesh.RoleEdge && !f.meshEnabled(cmd.Flags().Changed) {
+		return errors.New("an edge needs a mesh: give --cluster-key and --join HOST:7946 (another node's --mesh)")
 	}
 	n, err := newNode(*f, role, log, cmd.Flags().Changed)
 	if err != nil {
