@@ -99,6 +99,24 @@ func (r *Registry) HasPublisher(name string) bool {
 	return e != nil && e.publisher != nil
 }
 
+// Drop removes a stream that has no publisher at once, rather than at the
+// end of its grace period. Readers holding it see it gone. It reports
+// whether the stream was dropped.
+func (r *Registry) Drop(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.streams[name]
+	if e == nil || e.publisher != nil {
+		return false
+	}
+	if e.expiry != nil {
+		e.expiry.Stop()
+	}
+	delete(r.streams, name)
+	e.stream.remove()
+	return true
+}
+
 // ErrNoStream is returned by Lookup for a stream the node does not hold.
 var ErrNoStream = errors.New("no such stream")
 

@@ -88,8 +88,12 @@ func (p *Puller) Lookup(ctx context.Context, name string) (*relay.Stream, error)
 	p.mu.Lock()
 	pl := p.pulls[name]
 	p.mu.Unlock()
-	if st := p.cfg.Registry.Get(name); pl == nil && st != nil && p.cfg.Registry.HasPublisher(name) {
-		return st, nil // published here
+	if st := p.cfg.Registry.Get(name); pl == nil && st != nil {
+		// Published here, or a window nobody else can refresh (an encoder
+		// reconnecting within the grace period): serve it as it is.
+		if p.cfg.Registry.HasPublisher(name) || len(p.cfg.Directory.Upstreams(name)) == 0 {
+			return st, nil
+		}
 	}
 	pl, err := p.start(name)
 	if err != nil {
@@ -145,6 +149,10 @@ func (p *Puller) start(name string) (*pull, error) {
 	if len(p.cfg.Directory.Upstreams(name)) == 0 {
 		return nil, relay.ErrNoStream // nobody holds it: 404 at once
 	}
+	// A window left from an earlier pull ended where that subscription
+	// stopped, perhaps inside a segment that has gone on upstream since:
+	// start afresh from the upstream's window rather than splice onto it.
+	p.cfg.Registry.Drop(name)
 	pub, err := p.cfg.Registry.Publish(name)
 	if err != nil {
 		return nil, err

@@ -137,3 +137,21 @@ func TestPullerUnknownStreamAndIdleDrop(t *testing.T) {
 		t.Error("stream pulled again is not live")
 	}
 }
+
+// An origin whose encoder dropped keeps serving its window during the
+// grace period: nobody else holds the stream, so there is nothing to pull.
+func TestPullerServesLocalWindowWithoutPublisher(t *testing.T) {
+	origin := startNode(t, "origin", "k")
+	p := startPuller(t, origin, &holders{}, PullerConfig{})
+	pub, err := origin.reg.Publish("cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.Stream.Cut(nil, &relay.SegmentHeader{Start: time.Now(), Init: &relay.Init{ID: 1}})
+	pub.Stream.Cut(&relay.Part{Duration: partTarget}, nil)
+	pub.Close()
+	st, err := p.Lookup(context.Background(), "cam")
+	if err != nil || st == nil || st.Snapshot().NextPart != 1 {
+		t.Fatalf("lookup during the grace period: %v, %v", st, err)
+	}
+}

@@ -336,8 +336,13 @@ func (s *sender) send(snap *relay.Snapshot) error {
 		if s.started && seg.MSN <= s.sentMSN {
 			continue
 		}
-		if len(seg.Parts) > 0 && seg.Parts[len(seg.Parts)-1].N < s.from && seg.Complete {
-			continue // before the resume point
+		writing := s.seg != nil && s.segMSN == seg.MSN
+		if !writing && seg.Complete && len(seg.Parts) > 0 && seg.Parts[len(seg.Parts)-1].N < s.from {
+			// Before the resume point. (A segment whose stream is open
+			// still needs its end, even when all its parts are sent: on a
+			// relaying node the last part and the segment's end arrive in
+			// separate snapshots.)
+			continue
 		}
 		if s.seg != nil && s.segMSN != seg.MSN {
 			// The segment we were writing left the window before we
