@@ -18,6 +18,11 @@ import (
 // ErrNotHeld is returned when the upstream does not hold the stream.
 var ErrNotHeld = errors.New("upstream does not hold the stream")
 
+// ErrRestarted is returned when the upstream's stream numbers parts below
+// ours: it is a new instance of the stream (an origin restarted), which
+// cannot continue this node's playlist.
+var ErrRestarted = errors.New("upstream's stream restarted its numbering")
+
 // dial returns the connection to the peer at addr, dialling it once.
 func (e *Endpoint) dial(ctx context.Context, peer, addr string) (*conn, error) {
 	e.mu.Lock()
@@ -125,6 +130,9 @@ func (e *Endpoint) Subscribe(ctx context.Context, peer, addr string, pub *relay.
 		}
 		return fmt.Errorf("subscribe to %s: %s", c.peer, m.Message)
 	case *wire.Catalog:
+		if m.NextPart < pub.Stream.Snapshot().NextPart {
+			return fmt.Errorf("subscribe to %s: %w", c.peer, ErrRestarted)
+		}
 		sub.addInits(m.Inits)
 		pub.Stream.Seed(m.DiscSeq, m.TargetSeconds(), m.Live)
 		sub.readyAt = m.NextPart

@@ -215,6 +215,11 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, ErrRestarted) {
+			// Viewers lose this window; the next request starts afresh.
+			log.Warn("the stream restarted upstream; dropping this node's copy", "upstream", up.Name)
+			return
+		}
 		failed[up.Name] = time.Now()
 		log.Warn("upstream lost; choosing another", "upstream", up.Name, "err", err)
 	}

@@ -155,3 +155,55 @@ func TestPullerServesLocalWindowWithoutPublisher(t *testing.T) {
 		t.Fatalf("lookup during the grace period: %v, %v", st, err)
 	}
 }
+
+// With no holder left the edge keeps serving its window; when the stream
+// comes back from a restarted origin (numbering from zero), the edge drops
+// its copy and the next viewer gets the new stream.
+func TestPullerOriginRestart(t *testing.T) {
+	first, edge := startNode(t, "origin-a", "k"), startNode(t, "edge", "k")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	aCtx, aStop := context.WithCancel(ctx)
+	wgA := publish(aCtx, t, first, "cam")
+	time.Sleep(10 * partTarget)
+	dir := &holders{nodes: []*testNode{first}, down: map[string]bool{}}
+	p := startPuller(t, edge, dir, PullerConfig{Viewers: func(string) int { return 1 }})
+	st, err := p.Lookup(ctx, "cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The origin and its stream go away: the window stays servable.
+	aStop()
+	wgA.Wait()
+	first.stop()
+	dir.mu.Lock()
+	dir.down["origin-a"] = true
+	dir.mu.Unlock()
+	time.Sleep(time.Second)
+	if got, err := p.Lookup(ctx, "cam"); err != nil || got.Snapshot().NextPart == 0 {
+		t.Fatalf("with no holder left the window is gone: %v", err)
+	}
+	old := st.Snapshot().NextPart
+
+	second := startNode(t, "origin-b", "k")
+	wgB := publish(ctx, t, second, "cam")
+	defer wgB.Wait()
+	defer cancel()
+	dir.mu.Lock()
+	dir.nodes = []*testNode{second}
+	dir.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := p.Lookup(ctx, "cam")
+		if err == nil && got != st && got.Snapshot().Live {
+			if n := got.Snapshot().NextPart; n >= old {
+				t.Fatalf("new stream's parts start at %d, not the restarted origin's numbering", n)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge never picked up the restarted stream: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
