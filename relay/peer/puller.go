@@ -45,10 +45,11 @@ type Puller struct {
 	cfg PullerConfig
 	log *slog.Logger
 
-	mu    sync.Mutex
-	life  context.Context
-	pulls map[string]*pull
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	life    context.Context
+	running chan struct{} // closed once Run has started
+	pulls   map[string]*pull
+	wg      sync.WaitGroup
 }
 
 type pull struct {
@@ -68,7 +69,7 @@ func NewPuller(cfg PullerConfig) *Puller {
 	if cfg.Viewers == nil {
 		cfg.Viewers = func(string) int { return 0 }
 	}
-	return &Puller{cfg: cfg, log: cfg.Logger, pulls: map[string]*pull{}}
+	return &Puller{cfg: cfg, log: cfg.Logger, pulls: map[string]*pull{}, running: make(chan struct{})}
 }
 
 // Run owns the pulls: they live until ctx ends, and Run waits for them.
@@ -76,6 +77,7 @@ func (p *Puller) Run(ctx context.Context) error {
 	p.mu.Lock()
 	p.life = ctx
 	p.mu.Unlock()
+	close(p.running)
 	<-ctx.Done()
 	p.wg.Wait()
 	return nil
@@ -85,6 +87,11 @@ func (p *Puller) Run(ctx context.Context) error {
 // or already relays it, otherwise a new subscription's, once the upstream's
 // window has arrived. It implements edge.Streams.
 func (p *Puller) Lookup(ctx context.Context, name string) (*relay.Stream, error) {
+	select { // a request may arrive while the node is still starting
+	case <-p.running:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	p.mu.Lock()
 	pl := p.pulls[name]
 	p.mu.Unlock()
@@ -119,6 +126,7 @@ func (p *Puller) Lookup(ctx context.Context, name string) (*relay.Stream, error)
 // The returned channel is closed once the window has arrived or the pull
 // failed.
 func (p *Puller) Pull(name string) <-chan struct{} {
+	<-p.running
 	pl, err := p.start(name)
 	if err != nil {
 		ch := make(chan struct{})

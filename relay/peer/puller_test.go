@@ -41,15 +41,7 @@ func startPuller(t *testing.T, n *testNode, dir Directory, cfg PullerConfig) *Pu
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	for { // Run has started once start works
-		p.mu.Lock()
-		ok := p.life != nil
-		p.mu.Unlock()
-		if ok {
-			return p
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return p
 }
 
 func TestPullerCoalescesAndFailsOver(t *testing.T) {

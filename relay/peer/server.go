@@ -394,6 +394,9 @@ func (s *sender) skip(err error) {
 	}
 	s.seg.CancelWrite(0)
 	s.seg = nil
+	if s.c.qc.Context().Err() != nil {
+		return // the subscriber went away; nothing was too slow
+	}
 	s.log.Warn("relay subscriber too slow; dropped a segment", "msn", s.segMSN, "err", err)
 }
 

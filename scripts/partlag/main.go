@@ -30,7 +30,10 @@
 //
 // Usage:
 //
-//	go run ./scripts/partlag -url http://127.0.0.1:8080/live/bench/media.m3u8 [-duration 30s] [-warmup 3s] [-v]
+//	go run ./scripts/partlag -url http://127.0.0.1:8080/live/bench/media.m3u8 [-duration 30s] [-warmup 3s] [-v] [-csv parts.csv]
+//
+// -csv writes every measured part (msn, index, URI, lag in ms, asked) to a
+// file; scripts/bench-two-hop.sh uses it to pair the same part across nodes.
 package main
 
 import (
@@ -243,6 +246,7 @@ func main() {
 	warmup := flag.Duration("warmup", 3*time.Second, "parts first seen this soon after the first response are not measured")
 	startWait := flag.Duration("start-timeout", 20*time.Second, "how long to wait for the stream to appear")
 	verbose := flag.Bool("v", false, "print every measured part to stderr")
+	csvPath := flag.String("csv", "", "also write every measured part to this file as CSV: msn,part,uri,lag_ms,asked")
 	flag.Parse()
 	if *rawURL == "" || flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: partlag -url http://HOST:PORT/live/STREAM/media.m3u8 [-duration 30s] [-warmup 3s] [-v]")
@@ -364,10 +368,28 @@ func main() {
 		fmt.Fprintf(os.Stderr, "partlag: %d parts had no PROGRAM-DATE-TIME and were not measured\n", noPDT)
 	}
 	report(os.Stdout, *rawURL, samples, initial, skippedWarmup)
+	if *csvPath != "" {
+		if err := writeCSV(*csvPath, samples); err != nil {
+			fmt.Fprintln(os.Stderr, "partlag: -csv:", err)
+			os.Exit(1)
+		}
+	}
 	if len(samples) < 10 {
 		fmt.Fprintf(os.Stderr, "partlag: only %d parts measured (need 10)\n", len(samples))
 		os.Exit(1)
 	}
+}
+
+// writeCSV writes one line per measured part, so that runs against
+// several nodes of one mesh can be compared part by part (part URIs are
+// numbered by the origin and are the same on every node).
+func writeCSV(path string, samples []sample) error {
+	var b strings.Builder
+	b.WriteString("msn,part,uri,lag_ms,asked\n")
+	for _, s := range samples {
+		fmt.Fprintf(&b, "%d,%d,%s,%.3f,%v\n", s.msn, s.idx, s.uri, float64(s.lag)/float64(time.Millisecond), s.asked)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 type partRef struct {
