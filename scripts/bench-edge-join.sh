@@ -27,6 +27,7 @@
 # 0: start as soon as the stream is live), FFMPEG (default ffmpeg),
 # EDGEJOIN_FLAGS (extra edgejoin flags, e.g. -v or "-log-level debug").
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -45,34 +46,7 @@ nmodes=$(wc -w <<<"$MODES")
 # join, stop (the mesh leave is bounded by 2 s) and pause, with margin.
 push_s=$((60 + RUNS * nmodes * 8))
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-edge-join.XXXXXX")
-pids=()
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# freeport prints a loopback port nobody listens on over TCP.
-freeport() {
-	local p i
-	for i in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "bench-edge-join: no free port found" >&2
-	return 1
-}
+bench_init bench-edge-join
 
 echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
 # cpu_ticks PID: CPU time the process has used, in clock ticks (Linux).

@@ -22,6 +22,7 @@
 # (default 3s), MODES (default "live copy"), FFMPEG (default ffmpeg),
 # PARTLAG_FLAGS (extra flags for partlag, e.g. -v).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -32,15 +33,6 @@ MODES=${MODES:-live copy}
 FFMPEG=${FFMPEG:-ffmpeg}
 PARTLAG_FLAGS=${PARTLAG_FLAGS:-}
 
-# seconds turns a go duration of whole seconds or minutes (30s, 1m, 45) into
-# seconds.
-seconds() {
-	case $1 in
-	*m) echo $((${1%m} * 60)) ;;
-	*s) echo "${1%s}" ;;
-	*) echo "$1" ;;
-	esac
-}
 dur_s=$(seconds "$DURATION")
 warm_s=$(seconds "$WARMUP")
 if ! [[ $dur_s =~ ^[0-9]+$ && $warm_s =~ ^[0-9]+$ ]] || ((dur_s < 5 || dur_s > 120)); then
@@ -50,34 +42,7 @@ fi
 # The push outlasts the measurement: start-up, warmup and a margin.
 push_s=$((dur_s + warm_s + 7))
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-part-lag.XXXXXX")
-pids=()
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# freeport prints a loopback TCP port nobody listens on.
-freeport() {
-	local p i
-	for i in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "bench-part-lag: no free port found" >&2
-	return 1
-}
+bench_init bench-part-lag
 
 echo "== building relaymesh and partlag"
 go build -o "$tmp/relaymesh" ./cmd/relaymesh

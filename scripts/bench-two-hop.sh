@@ -29,6 +29,7 @@
 # Environment: DURATION (whole seconds, 10s..2m, default 30s), WARMUP
 # (default 3s), FFMPEG (default ffmpeg), PARTLAG_FLAGS (extra partlag flags).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -38,13 +39,6 @@ WARMUP=${WARMUP:-3s}
 FFMPEG=${FFMPEG:-ffmpeg}
 PARTLAG_FLAGS=${PARTLAG_FLAGS:-}
 
-seconds() {
-	case $1 in
-	*m) echo $((${1%m} * 60)) ;;
-	*s) echo "${1%s}" ;;
-	*) echo "$1" ;;
-	esac
-}
 dur_s=$(seconds "$DURATION")
 warm_s=$(seconds "$WARMUP")
 if ! [[ $dur_s =~ ^[0-9]+$ && $warm_s =~ ^[0-9]+$ ]] || ((dur_s < 10 || dur_s > 120 || warm_s > 30)); then
@@ -54,38 +48,7 @@ fi
 # Start-up (origin, two edges, first segments), warmup, measurement, margin.
 push_s=$((dur_s + warm_s + 30))
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-two-hop.XXXXXX")
-pids=()
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# freeport prints a loopback port nobody listens on over TCP and that this
-# script has not handed out yet.
-used=" "
-freeport() {
-	local p i
-	for i in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
-		[[ $used == *" $p "* ]] && continue
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			used+="$p "
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "bench-two-hop: no free port found" >&2
-	return 1
-}
+bench_init bench-two-hop
 
 fail() {
 	echo "bench-two-hop: $*" >&2

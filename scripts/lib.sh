@@ -1,0 +1,47 @@
+# Shared by the benchmark scripts (sourced, not run): a temp dir removed on
+# exit, the PIDs a script started (stopped on exit, and only those), free
+# loopback ports and duration parsing.
+
+# bench_init NAME sets $tmp and $pids and installs the exit traps.
+bench_init() {
+	bench_name=$1
+	tmp=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+	pids=()
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+	local pid
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$tmp"
+}
+
+# freeport prints a loopback port nobody listens on over TCP.
+freeport() {
+	local p i
+	for i in $(seq 1 100); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	echo "$bench_name: no free port found" >&2
+	return 1
+}
+
+# seconds turns a go duration of whole seconds or minutes (30s, 1m, 45) into
+# seconds.
+seconds() {
+	case $1 in
+	*m) echo $((${1%m} * 60)) ;;
+	*s) echo "${1%s}" ;;
+	*) echo "$1" ;;
+	esac
+}
