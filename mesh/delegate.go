@@ -149,11 +149,9 @@ func (d delegate) NotifyLeave(n *memberlist.Node) {
 	if !known {
 		return
 	}
-	how := "failed"
-	if n.State == memberlist.StateLeft {
-		how = "left"
-	}
-	m.log.Info("mesh peer gone", "peer", n.Name, "how", how)
+	// memberlist v0.7.0 does not tell a clean leave from a failure here
+	// (it never sets Node.State), so the line says neither.
+	m.log.Info("mesh peer gone", "peer", n.Name)
 }
 
 func (d delegate) decodeMeta(n *memberlist.Node) NodeState {

@@ -49,11 +49,6 @@ push_s=$((60 + RUNS * nmodes * 8))
 bench_init bench-edge-join
 
 echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
-# cpu_ticks PID: CPU time the process has used, in clock ticks (Linux).
-cpu_ticks() {
-	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
-hz=$(getconf CLK_TCK)
 
 echo "== building relaymesh and edgejoin"
 go build -o "$tmp/relaymesh" ./cmd/relaymesh

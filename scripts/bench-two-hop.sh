@@ -82,11 +82,6 @@ wait_parts() {
 }
 
 echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
-# cpu_ticks PID: CPU time the process has used, in clock ticks (Linux).
-cpu_ticks() {
-	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
-hz=$(getconf CLK_TCK)
 
 echo "== building relaymesh and partlag"
 go build -o "$tmp/relaymesh" ./cmd/relaymesh

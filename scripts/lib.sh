@@ -45,3 +45,9 @@ seconds() {
 	*) echo "$1" ;;
 	esac
 }
+
+# cpu_ticks PID: CPU time the process has used, in clock ticks (Linux).
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+hz=$(getconf CLK_TCK)
