@@ -1,11 +1,14 @@
 package ingest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
 	mp4codecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mp4/codecs"
@@ -14,7 +17,10 @@ import (
 )
 
 // Track is one elementary stream of a publication. Codec is one of
-// *mp4codecs.H264 and *mp4codecs.MPEG4Audio.
+// *mp4codecs.H264, *mp4codecs.H265, *mp4codecs.MPEG4Audio and
+// *mp4codecs.Opus. A video codec may come without parameter sets, as from
+// MPEG-TS or an RTSP camera that sends them in-band: the packager then
+// learns them from the first keyframe that carries them.
 type Track struct {
 	Codec mp4codecs.Codec
 }
@@ -41,26 +47,34 @@ var (
 // Packager cuts a publication's access units into CMAF parts and segments
 // and writes them into its relay.Stream. It is not safe for concurrent use:
 // one protocol handler owns it.
+//
+// When a video track's parameter sets change at a keyframe (a new
+// resolution or profile), or Reconfigure is called, the packager ends the
+// segment, writes a new init segment and starts the next segment after a
+// discontinuity, continuing the timeline.
 type Packager struct {
 	cfg    PackagerConfig
 	pub    *relay.Publication
-	init   *relay.Init
+	init   *relay.Init // nil until every video track's parameter sets are known
 	tracks []*trackState
 	driver *trackState // video if there is any: parts and segments follow its frames
 
-	open       bool  // a segment is open
-	offset     int64 // nanoseconds added to every timestamp, for timeline continuity
-	segStart   int64 // driver ticks where the open segment started
-	partStart  int64 // driver ticks where the part being filled started
+	open       bool          // a segment is open
+	offset     int64         // nanoseconds added to every timestamp, for timeline continuity
+	mediaStart time.Duration // where the next segment's timeline starts
+	mediaEnd   time.Duration // the latest end of any track so far
+	segStart   int64         // driver ticks where the open segment started
+	partStart  int64         // driver ticks where the part being filled started
 	seq        uint32
 	discontinu bool
 }
 
 type trackState struct {
 	id        int
+	codec     mp4codecs.Codec // as in the current init segment
 	timescale int64
 	video     bool
-	aacFrame  int64 // samples per AAC frame, 0 if not AAC
+	frame     func(*fmp4.Sample) int64 // audio frame length in ticks, for snapping; nil for video
 
 	pending    *pendingSample
 	samples    []*fmp4.Sample
@@ -77,8 +91,7 @@ type pendingSample struct {
 	sample *fmp4.Sample
 }
 
-// NewPackager prepares an init segment for tracks and returns a packager
-// that writes into pub.
+// NewPackager checks tracks and returns a packager that writes into pub.
 func NewPackager(pub *relay.Publication, tracks []Track, cfg PackagerConfig) (*Packager, error) {
 	if cfg.PartTarget <= 0 {
 		cfg.PartTarget = 200 * time.Millisecond
@@ -89,39 +102,84 @@ func NewPackager(pub *relay.Publication, tracks []Track, cfg PackagerConfig) (*P
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if len(tracks) == 0 {
-		return nil, errors.New("package: publication has no tracks")
-	}
-	p := &Packager{cfg: cfg, pub: pub, discontinu: pub.Resumed}
-	init, err := buildInit(tracks, pub.Generation)
-	if err != nil {
+	p := &Packager{cfg: cfg, pub: pub, discontinu: pub.Resumed, mediaStart: pub.MediaStart, mediaEnd: pub.MediaStart}
+	if err := p.setTracks(tracks); err != nil {
 		return nil, err
-	}
-	p.init = init
-	for i, t := range tracks {
-		ts := &trackState{id: i + 1, video: t.Codec.IsVideo()}
-		switch c := t.Codec.(type) {
-		case *mp4codecs.H264:
-			ts.timescale = 90000
-		case *mp4codecs.MPEG4Audio:
-			ts.timescale = int64(c.Config.SampleRate)
-			ts.aacFrame = 1024
-		default:
-			return nil, fmt.Errorf("package track %d: %w %T", i, ErrUnsupportedCodec, t.Codec)
-		}
-		p.tracks = append(p.tracks, ts)
-		if p.driver == nil && ts.video {
-			p.driver = ts
-		}
-	}
-	if p.driver == nil {
-		p.driver = p.tracks[0]
 	}
 	return p, nil
 }
 
-// Init returns the init segment this packager writes segments against.
+// setTracks replaces the track set. It builds the init segment when every
+// parameter set is known.
+func (p *Packager) setTracks(tracks []Track) error {
+	if len(tracks) == 0 {
+		return errors.New("package: publication has no tracks")
+	}
+	states := make([]*trackState, 0, len(tracks))
+	var driver *trackState
+	for i, t := range tracks {
+		if err := checkCodec(t.Codec); err != nil {
+			return fmt.Errorf("package track %d: %w", i, err)
+		}
+		ts := &trackState{id: i + 1, codec: t.Codec, video: t.Codec.IsVideo()}
+		switch c := t.Codec.(type) {
+		case *mp4codecs.H264, *mp4codecs.H265:
+			ts.timescale = 90000
+		case *mp4codecs.MPEG4Audio:
+			ts.timescale = int64(c.Config.SampleRate)
+			ts.frame = func(*fmp4.Sample) int64 { return 1024 }
+		case *mp4codecs.Opus:
+			ts.timescale = 48000
+			ts.frame = func(s *fmp4.Sample) int64 { return opus.PacketDuration2(s.Payload) }
+		}
+		states = append(states, ts)
+		if driver == nil && ts.video {
+			driver = ts
+		}
+	}
+	if driver == nil {
+		driver = states[0]
+	}
+	p.tracks, p.driver, p.init = states, driver, nil
+	return p.tryInit()
+}
+
+// tryInit builds the init segment once every parameter set is known.
+func (p *Packager) tryInit() error {
+	if p.init != nil {
+		return nil
+	}
+	tracks := make([]Track, len(p.tracks))
+	for i, t := range p.tracks {
+		if !hasParams(t.codec) {
+			return nil
+		}
+		tracks[i] = Track{Codec: t.codec}
+	}
+	init, err := buildInit(tracks, p.pub.NewInitID())
+	if err != nil {
+		return err
+	}
+	p.init = init
+	return nil
+}
+
+// Init returns the init segment this packager writes segments against, or
+// nil while a video track's parameter sets are still unknown.
 func (p *Packager) Init() *relay.Init { return p.init }
+
+// Reconfigure ends the open segment and continues with a new track set: a
+// new init segment and a discontinuity, on the same timeline. Protocols
+// call it when an encoder announces new codec parameters.
+func (p *Packager) Reconfigure(tracks []Track) error {
+	old := p.tracks
+	p.Close()
+	if err := p.setTracks(tracks); err != nil {
+		p.tracks = old // keep writing what the init segment describes
+		return err
+	}
+	return nil
+}
 
 func (t *trackState) ticks(d time.Duration) int64 {
 	return (int64(d)*t.timescale + int64(time.Second)/2) / int64(time.Second)
@@ -131,36 +189,125 @@ func (t *trackState) duration(ticks int64) time.Duration {
 	return time.Duration(ticks * int64(time.Second) / t.timescale)
 }
 
-// WriteH264 takes one H.264 access unit as NAL units.
+// WriteH264 takes one H.264 access unit as NAL units. Parameter sets in it
+// that differ from the current ones take effect at the next keyframe.
 func (p *Packager) WriteH264(track int, pts, dts time.Duration, au [][]byte) error {
 	t, err := p.track(track)
 	if err != nil {
 		return err
 	}
-	// Parameter sets travel in the init segment and AUDs carry nothing a
-	// player needs, so both are dropped to save bytes on every hop.
+	c, ok := t.codec.(*mp4codecs.H264)
+	if !ok {
+		return fmt.Errorf("package: track %d is not H.264", track)
+	}
+	next := *c
 	nalus := make([][]byte, 0, len(au))
 	for _, n := range au {
 		if len(n) == 0 {
 			continue
 		}
+		// Parameter sets travel in the init segment and AUDs carry nothing
+		// a player needs, so both are dropped to save bytes on every hop.
 		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeAccessUnitDelimiter, h264.NALUTypeSPS, h264.NALUTypePPS:
+		case h264.NALUTypeAccessUnitDelimiter:
+			continue
+		case h264.NALUTypeSPS:
+			next.SPS = n
+			continue
+		case h264.NALUTypePPS:
+			next.PPS = n
 			continue
 		}
 		nalus = append(nalus, n)
 	}
+	changed := !bytes.Equal(next.SPS, c.SPS) || !bytes.Equal(next.PPS, c.PPS)
 	if len(nalus) == 0 {
 		return nil
 	}
-	payload, err := h264.AVCC(nalus).Marshal()
+	key := h264.IsRandomAccess(nalus)
+	if changed && key {
+		if err := p.paramsChanged(t, &next); err != nil {
+			return err
+		}
+		t = p.tracks[track] // Reconfigure replaced the track states
+	}
+	return p.writeVideo(t, pts, dts, nalus, key)
+}
+
+// WriteH265 takes one H.265 access unit as NAL units, like WriteH264.
+func (p *Packager) WriteH265(track int, pts, dts time.Duration, au [][]byte) error {
+	t, err := p.track(track)
 	if err != nil {
-		return fmt.Errorf("package H.264: %w", err)
+		return err
+	}
+	c, ok := t.codec.(*mp4codecs.H265)
+	if !ok {
+		return fmt.Errorf("package: track %d is not H.265", track)
+	}
+	next := *c
+	nalus := make([][]byte, 0, len(au))
+	for _, n := range au {
+		if len(n) < 2 {
+			continue
+		}
+		switch h265.NALUType((n[0] >> 1) & 0x3f) {
+		case h265.NALUType_AUD_NUT:
+			continue
+		case h265.NALUType_VPS_NUT:
+			next.VPS = n
+			continue
+		case h265.NALUType_SPS_NUT:
+			next.SPS = n
+			continue
+		case h265.NALUType_PPS_NUT:
+			next.PPS = n
+			continue
+		}
+		nalus = append(nalus, n)
+	}
+	changed := !bytes.Equal(next.VPS, c.VPS) || !bytes.Equal(next.SPS, c.SPS) || !bytes.Equal(next.PPS, c.PPS)
+	if len(nalus) == 0 {
+		return nil
+	}
+	key := h265.IsRandomAccess(nalus)
+	if changed && key {
+		if err := p.paramsChanged(t, &next); err != nil {
+			return err
+		}
+		t = p.tracks[track] // Reconfigure replaced the track states
+	}
+	return p.writeVideo(t, pts, dts, nalus, key)
+}
+
+// paramsChanged applies new parameter sets that arrived with a keyframe.
+func (p *Packager) paramsChanged(t *trackState, next mp4codecs.Codec) error {
+	if err := checkCodec(next); err != nil {
+		return fmt.Errorf("track %d: new parameter sets: %w", t.id, err)
+	}
+	if p.init == nil {
+		t.codec = next
+		return p.tryInit()
+	}
+	tracks := make([]Track, len(p.tracks))
+	for i, tr := range p.tracks {
+		tracks[i] = Track{Codec: tr.codec}
+	}
+	tracks[t.id-1] = Track{Codec: next}
+	return p.Reconfigure(tracks)
+}
+
+func (p *Packager) writeVideo(t *trackState, pts, dts time.Duration, nalus [][]byte, key bool) error {
+	if p.init == nil {
+		return nil // parameter sets still unknown: wait for a keyframe that has them
+	}
+	payload, err := h264.AVCC(nalus).Marshal() // H.265 in MP4 uses the same length-prefixed form
+	if err != nil {
+		return fmt.Errorf("package video: %w", err)
 	}
 	ticks := t.ticks(dts + time.Duration(p.offset))
 	s := &fmp4.Sample{
 		PTSOffset:       int32(t.ticks(pts+time.Duration(p.offset)) - ticks),
-		IsNonSyncSample: !h264.IsRandomAccess(nalus),
+		IsNonSyncSample: !key,
 		Payload:         payload,
 	}
 	return p.write(t, ticks, s)
@@ -168,20 +315,43 @@ func (p *Packager) WriteH264(track int, pts, dts time.Duration, au [][]byte) err
 
 // WriteMPEG4Audio takes one AAC access unit.
 func (p *Packager) WriteMPEG4Audio(track int, pts time.Duration, au []byte) error {
+	return p.writeAudio(track, pts, au, "AAC")
+}
+
+// WriteOpus takes one Opus packet.
+func (p *Packager) WriteOpus(track int, pts time.Duration, packet []byte) error {
+	return p.writeAudio(track, pts, packet, "Opus")
+}
+
+func (p *Packager) writeAudio(track int, pts time.Duration, au []byte, want string) error {
 	t, err := p.track(track)
 	if err != nil {
 		return err
 	}
-	if len(au) == 0 {
+	switch t.codec.(type) {
+	case *mp4codecs.MPEG4Audio:
+		if want != "AAC" {
+			return fmt.Errorf("package: track %d is AAC, not %s", track, want)
+		}
+	case *mp4codecs.Opus:
+		if want != "Opus" {
+			return fmt.Errorf("package: track %d is Opus, not %s", track, want)
+		}
+	default:
+		return fmt.Errorf("package: track %d is not %s", track, want)
+	}
+	if len(au) == 0 || p.init == nil {
 		return nil
 	}
 	ticks := t.ticks(pts + time.Duration(p.offset))
-	// Millisecond timestamps jitter around the true frame grid; snapping to
-	// it keeps audio sample durations exact.
+	// Timestamps in milliseconds (RTMP) or 90 kHz (MPEG-TS) jitter around
+	// the true frame grid; snapping to it keeps sample durations exact.
 	if t.pending != nil {
-		want := t.pending.ticks + t.aacFrame
-		if d := ticks - want; d > -t.aacFrame/2 && d < t.aacFrame/2 {
-			ticks = want
+		if f := t.frame(t.pending.sample); f > 0 {
+			want := t.pending.ticks + f
+			if d := ticks - want; d > -f/2 && d < f/2 {
+				ticks = want
+			}
 		}
 	}
 	return p.write(t, ticks, &fmp4.Sample{Payload: au})
@@ -236,11 +406,11 @@ func (p *Packager) write(t *trackState, ticks int64, s *fmp4.Sample) error {
 // keyframe where the previous publication's timeline ended.
 func (p *Packager) startTimeline(driverTicks int64) {
 	first := p.driver.duration(driverTicks)
-	p.offset = int64(p.pub.MediaStart - first)
+	p.offset += int64(p.mediaStart - first) // first already includes the old offset
 }
 
 func (p *Packager) openFirst(t *trackState, s *fmp4.Sample) error {
-	start := p.pub.MediaStart
+	start := p.mediaStart
 	for _, tr := range p.tracks {
 		tr.firstTicks = tr.ticks(start)
 	}
@@ -248,7 +418,7 @@ func (p *Packager) openFirst(t *trackState, s *fmp4.Sample) error {
 	t.pending = &pendingSample{ticks: ticks, sample: s}
 	p.segStart, p.partStart = ticks, ticks
 	p.open = true
-	p.pub.Stream.Cut(nil, &relay.SegmentHeader{
+	p.pub.Cut(nil, &relay.SegmentHeader{
 		Start: p.cfg.Now(), Discontinuity: p.discontinu, Init: p.init,
 	})
 	return nil
@@ -265,7 +435,7 @@ func (p *Packager) cut(at int64, newSegment bool) {
 	}
 	p.partStart = at
 	if part != nil || hdr != nil {
-		p.pub.Stream.Cut(part, hdr)
+		p.pub.Cut(part, hdr)
 	}
 }
 
@@ -303,7 +473,8 @@ func (p *Packager) flush(end int64) *relay.Part {
 	for _, t := range p.tracks {
 		mediaEnd = max(mediaEnd, t.duration(t.end))
 	}
-	p.pub.SetMediaEnd(mediaEnd)
+	p.mediaEnd = max(p.mediaEnd, mediaEnd)
+	p.pub.SetMediaEnd(p.mediaEnd)
 	return &relay.Part{
 		Duration:    p.driver.duration(end - p.partStart),
 		Independent: independent,
@@ -332,8 +503,14 @@ func (p *Packager) Close() {
 		d.samples = append(d.samples, d.pending.sample)
 		d.pending = nil
 		if part := p.flush(end); part != nil {
-			p.pub.Stream.Cut(part, nil)
+			p.pub.Cut(part, nil)
 		}
 	}
+	for _, t := range p.tracks {
+		t.pending, t.samples = nil, nil
+	}
 	p.open = false
+	// Whatever opens the next segment continues where this one ended.
+	p.mediaStart = p.mediaEnd
+	p.discontinu = true
 }

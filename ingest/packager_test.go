@@ -529,7 +529,7 @@ func TestInitSegment(t *testing.T) {
 		in.Tracks[1].ID != audioTrackID || in.Tracks[1].TimeScale != 44100 {
 		t.Fatalf("init tracks %+v %+v", in.Tracks[0], in.Tracks[1])
 	}
-	if pk.Init().ID != pub.Generation || pk.Init().FrameRate != 30 {
+	if pk.Init().ID != 1 || pk.Init().FrameRate != 30 {
 		t.Fatalf("init ID %d frame rate %v", pk.Init().ID, pk.Init().FrameRate)
 	}
 }
@@ -544,10 +544,11 @@ func TestNewPackagerErrors(t *testing.T) {
 		is     error
 	}{
 		{"no tracks", nil, nil},
-		{"unsupported codec", []Track{{Codec: &mp4codecs.Opus{ChannelCount: 2}}}, ErrUnsupportedCodec},
-		{"missing SPS", []Track{{Codec: &mp4codecs.H264{PPS: testPPS}}}, nil},
+		{"unsupported codec", []Track{{Codec: &mp4codecs.VP9{}}}, ErrUnsupportedCodec},
 		{"bad SPS", []Track{{Codec: &mp4codecs.H264{SPS: []byte{0x67, 0xff, 0xff, 0xff, 0xff}, PPS: testPPS}}}, nil},
+		{"bad H.265 SPS", []Track{{Codec: &mp4codecs.H265{VPS: testVPS265, SPS: []byte{0x42, 0x01, 0xff}, PPS: testPPS265}}}, nil},
 		{"AAC without sample rate", []Track{aacTrack(0)}, nil},
+		{"Opus without channels", []Track{{Codec: &mp4codecs.Opus{}}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := NewPackager(pub, tc.tracks, PackagerConfig{})

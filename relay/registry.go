@@ -63,6 +63,7 @@ type entry struct {
 	expiry    *time.Timer
 	published bool          // has had a publisher, so a new one is a discontinuity
 	gen       uint64        // publications so far
+	inits     atomic.Uint64 // init segments so far; IDs are unique per stream
 	mediaEnd  time.Duration // where the last publisher's timeline ended
 }
 
@@ -153,15 +154,61 @@ type Publication struct {
 	MediaStart time.Duration
 
 	r        *Registry
+	e        *entry
 	once     sync.Once
 	mediaEnd atomic.Int64
+	done     chan struct{} // closed when a newer publisher took the stream over
+
+	mu      sync.Mutex // serializes Cut with revoke
+	revoked bool
 }
 
 // SetMediaEnd records where this publication's timeline has reached.
 func (p *Publication) SetMediaEnd(d time.Duration) { p.mediaEnd.Store(int64(d)) }
 
-// Publish claims the named stream for a new publisher.
+// NewInitID returns an init segment ID not used before in this stream, so
+// that a publisher whose codec parameters change can name a new init.
+func (p *Publication) NewInitID() uint64 { return p.e.inits.Add(1) }
+
+// Done is closed when a newer publisher has taken the stream over. The
+// publisher should then disconnect; its writes are already ignored.
+func (p *Publication) Done() <-chan struct{} { return p.done }
+
+// Cut writes to the stream as Stream.Cut does, unless the publication has
+// been taken over, in which case it reports false and writes nothing.
+func (p *Publication) Cut(last *Part, next *SegmentHeader) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.revoked {
+		return false
+	}
+	p.Stream.Cut(last, next)
+	return true
+}
+
+// revoke stops the publication's writes for good. Called with r.mu held.
+func (p *Publication) revoke() {
+	p.mu.Lock()
+	p.revoked = true
+	p.mu.Unlock()
+	close(p.done)
+}
+
+// Publish claims the named stream for a new publisher. A stream that has a
+// publisher is refused with ErrStreamBusy.
 func (r *Registry) Publish(name string) (*Publication, error) {
+	return r.publish(name, false)
+}
+
+// Takeover claims the named stream for a new publisher, revoking the
+// current one if there is one: its writes stop at once and its Done
+// channel closes. The new publication continues the timeline after a
+// discontinuity.
+func (r *Registry) Takeover(name string) (*Publication, error) {
+	return r.publish(name, true)
+}
+
+func (r *Registry) publish(name string, takeover bool) (*Publication, error) {
 	if !ValidName(name) {
 		return nil, fmt.Errorf("publish %q: %w", name, ErrBadStreamName)
 	}
@@ -172,7 +219,14 @@ func (r *Registry) Publish(name string) (*Publication, error) {
 	}
 	e := r.streams[name]
 	if e != nil && e.publisher != nil {
-		return nil, fmt.Errorf("publish %q: %w", name, ErrStreamBusy)
+		if !takeover {
+			return nil, fmt.Errorf("publish %q: %w", name, ErrStreamBusy)
+		}
+		old := e.publisher
+		old.revoke()
+		e.publisher = nil
+		e.mediaEnd = time.Duration(old.mediaEnd.Load())
+		r.log.Info("publisher taken over by a newer one", "stream", name)
 	}
 	if e == nil {
 		e = &entry{stream: NewStream(name, r.cfg.PartTarget+PartSlack, r.cfg.Window)}
@@ -184,7 +238,10 @@ func (r *Registry) Publish(name string) (*Publication, error) {
 		e.expiry = nil
 	}
 	e.gen++
-	p := &Publication{Stream: e.stream, Resumed: e.published, Generation: e.gen, MediaStart: e.mediaEnd, r: r}
+	p := &Publication{
+		Stream: e.stream, Resumed: e.published, Generation: e.gen, MediaStart: e.mediaEnd,
+		r: r, e: e, done: make(chan struct{}),
+	}
 	p.mediaEnd.Store(int64(e.mediaEnd))
 	e.publisher = p
 	e.published = true
@@ -195,14 +252,14 @@ func (r *Registry) Publish(name string) (*Publication, error) {
 // period and is then removed unless a new publisher arrived.
 func (p *Publication) Close() {
 	p.once.Do(func() {
-		p.Stream.EndPublish()
 		r := p.r
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		e := r.streams[p.Stream.Name]
 		if e == nil || e.publisher != p {
-			return
+			return // taken over: the stream is the newer publisher's
 		}
+		p.Stream.EndPublish()
 		e.publisher = nil
 		e.mediaEnd = time.Duration(p.mediaEnd.Load())
 		if r.closed {

@@ -290,3 +290,45 @@ func FuzzValidName(f *testing.F) {
 		}
 	})
 }
+
+func TestTakeover(t *testing.T) {
+	r := NewRegistry(RegistryConfig{Grace: time.Minute})
+	defer r.Close()
+	old, err := r.Publish("cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !old.Cut(nil, &SegmentHeader{Start: time.Now()}) {
+		t.Fatal("Cut by the current publisher refused")
+	}
+	old.SetMediaEnd(3 * time.Second)
+	if _, err := r.Publish("cam"); !errors.Is(err, ErrStreamBusy) {
+		t.Fatalf("Publish on a live stream: %v", err)
+	}
+	nu, err := r.Takeover("cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.Done():
+	default:
+		t.Fatal("the old publication's Done is open")
+	}
+	if old.Cut(&Part{Duration: time.Second}, nil) {
+		t.Fatal("a revoked publication could still write")
+	}
+	if !nu.Resumed || nu.MediaStart != 3*time.Second || nu.Generation != 2 {
+		t.Fatalf("new publication %+v", nu)
+	}
+	old.Close()
+	if !r.HasPublisher("cam") || !nu.Stream.Snapshot().Live {
+		t.Fatal("closing the old publication ended the new one")
+	}
+	if a, b := nu.NewInitID(), nu.NewInitID(); a == b {
+		t.Fatal("init IDs repeat")
+	}
+	nu.Close()
+	if r.HasPublisher("cam") {
+		t.Fatal("publisher still set after Close")
+	}
+}

@@ -35,6 +35,8 @@ type nodeFlags struct {
 	Idle                               time.Duration
 	Prewarm, Capacity                  int
 	LogLevel                           string
+	ingestFlags
+	ingest bool // the encoder-facing flags are registered (origin, demo)
 }
 
 // register defines the flags; ingest adds the encoder listeners (origins).
@@ -43,8 +45,10 @@ func (f *nodeFlags) register(fs *pflag.FlagSet, ingest bool) {
 	fs.StringVar(&f.HTTP, "http", ":8080", "viewer HTTP listener: LL-HLS at /live/{stream}/index.m3u8")
 	if ingest {
 		fs.StringVar(&f.RTMP, "rtmp", ":1935", "RTMP ingest listener: rtmp://HOST/live/{stream}")
-		fs.StringVar(&f.SRT, "srt", ":6000", "SRT ingest listener (not in this release; accepted and ignored)")
-		fs.StringVar(&f.RTSP, "rtsp", ":8554", "RTSP ingest listener (not in this release; accepted and ignored)")
+		fs.StringVar(&f.SRT, "srt", ":6000", "SRT ingest listener: srt://HOST:6000?streamid=publish:{stream}")
+		fs.StringVar(&f.RTSP, "rtsp", ":8554", "RTSP ingest listener: rtsp://HOST:8554/live/{stream}")
+		f.ingestFlags.register(fs)
+		f.ingest = true
 	}
 	fs.StringVar(&f.Mesh, "mesh", ":7946", "memberlist bind, TCP and UDP; used once --cluster-key or --join is set")
 	fs.StringVar(&f.Relay, "relay", ":7947", "QUIC relay between nodes, UDP")
@@ -69,6 +73,11 @@ func (f *nodeFlags) register(fs *pflag.FlagSet, ingest bool) {
 }
 
 func (f *nodeFlags) validate() error {
+	if f.ingest {
+		if err := f.ingestFlags.validate(); err != nil {
+			return err
+		}
+	}
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together: give both or neither")
 	}
@@ -126,6 +135,7 @@ type node struct {
 	baseLog  *slog.Logger // for packages that add the name themselves
 	registry *relay.Registry
 	packager ingest.PackagerConfig
+	gate     *ingest.Gate
 	hls      *edge.Server
 	metrics  *metrics
 	cluster  *cluster // nil when the node runs alone
@@ -166,6 +176,10 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 		if n.httpLn, err = listen("http", f.HTTP); err != nil {
 			return nil, err
 		}
+	}
+	if n.gate, err = n.newGate(); err != nil {
+		n.close()
+		return nil, err
 	}
 	if f.RTMP != "" {
 		if n.rtmpLn, err = listen("rtmp", f.RTMP); err != nil {
@@ -211,7 +225,7 @@ func (n *node) run(ctx context.Context, extra ...func(context.Context) error) er
 	defer n.registry.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	if n.rtmpLn != nil {
-		srv := &rtmp.Server{Registry: n.registry, Packager: n.packager, Logger: n.log}
+		srv := &rtmp.Server{Gate: n.gate, Logger: n.log}
 		g.Go(func() error { return srv.Serve(ctx, n.rtmpLn) })
 		n.log.Info("rtmp ingest listening", "addr", n.rtmpLn.Addr().String(), "publish", "rtmp://HOST"+port(n.rtmpLn)+"/live/{stream}")
 	}
@@ -222,6 +236,7 @@ func (n *node) run(ctx context.Context, extra ...func(context.Context) error) er
 	if n.cluster != nil {
 		g.Go(func() error { return n.cluster.run(ctx, n) })
 	}
+	g.Go(func() error { return n.reloadKeysOnHangup(ctx) })
 	for _, f := range extra {
 		g.Go(func() error { return f(ctx) })
 	}

@@ -146,18 +146,28 @@ func (r *reader) onMetadata(payload amf0.Data) {
 			return
 		}
 		r.metadata = true
-		_, r.wantVideo = obj.Get("videocodecid")
-		_, r.wantAud = obj.Get("audiocodecid")
+		r.wantVideo = announced(obj, "videocodecid")
+		r.wantAud = announced(obj, "audiocodecid")
 		return
 	}
 }
 
-// run sends everything to pk: the media read early, then what
-// follows, until read fails.
-func (r *reader) run(pk *ingest.Packager, video, audio int, drops func(error)) error {
+// announced reports whether metadata names a codec for key. Some
+// encoders write 0 for a track they do not send.
+func announced(obj amf0.Object, key string) bool {
+	v, ok := obj.Get(key)
+	if n, isNum := v.(float64); isNum && n == 0 {
+		return false
+	}
+	return ok
+}
+
+// run sends everything to the session: the media read early, then what
+// follows, until read fails or the session ends.
+func (r *reader) run(sess *ingest.Session, video, audio int) error {
 	for _, msg := range r.early {
-		if err := r.write(pk, msg, video, audio); err != nil {
-			drops(err)
+		if err := r.write(sess, msg, video, audio); err != nil {
+			return err
 		}
 	}
 	r.early = nil
@@ -166,16 +176,15 @@ func (r *reader) run(pk *ingest.Packager, video, audio int, drops func(error)) e
 		if err != nil {
 			return err
 		}
-		if err := r.write(pk, msg, video, audio); err != nil {
-			if errors.Is(err, errCodec) {
-				return err
-			}
-			drops(err)
+		if err := r.write(sess, msg, video, audio); err != nil {
+			return err
 		}
 	}
 }
 
-func (r *reader) write(pk *ingest.Packager, msg message.Message, video, audio int) error {
+// write hands one message to the session. Bad input is dropped with a log
+// line; the error is non-nil only when the publisher must be disconnected.
+func (r *reader) write(sess *ingest.Session, msg message.Message, video, audio int) error {
 	switch m := msg.(type) {
 	case *message.Video:
 		if video < 0 {
@@ -188,26 +197,59 @@ func (r *reader) write(pk *ingest.Packager, msg message.Message, video, audio in
 		case message.VideoTypeAU:
 			var au h264.AVCC
 			if err := au.Unmarshal(m.AU); err != nil {
-				if errors.Is(err, h264.ErrAVCCNoNALUs) {
-					return nil
+				if !errors.Is(err, h264.ErrAVCCNoNALUs) {
+					sess.Drop(fmt.Errorf("H.264 access unit: %w", err))
 				}
-				return fmt.Errorf("H.264 access unit: %w", err)
+				return nil
 			}
-			return pk.WriteH264(video, m.DTS+m.PTSDelta, m.DTS, au)
+			return sess.WriteH264(video, m.DTS+m.PTSDelta, m.DTS, au)
 		case message.VideoTypeConfig:
-			if c := m.AVCConfig; c != nil && len(c.SequenceParameterSets) > 0 &&
-				!bytes.Equal(c.SequenceParameterSets[0].NALUnit, r.sps) {
-				return errors.New("H.264 parameters changed mid-stream; reconnect the encoder to apply them")
+			c := m.AVCConfig
+			if c == nil || len(c.SequenceParameterSets) == 0 || len(c.PictureParameterSets) == 0 {
+				sess.Drop(errors.New("H.264 configuration without SPS or PPS"))
+				return nil
 			}
+			sps, pps := c.SequenceParameterSets[0].NALUnit, c.PictureParameterSets[0].NALUnit
+			if bytes.Equal(sps, r.sps) && bytes.Equal(pps, r.pps) {
+				return nil // encoders repeat the sequence header
+			}
+			r.sps, r.pps = sps, pps
+			return r.reconfigure(sess)
 		}
 	case *message.Audio:
-		if audio < 0 || m.AACType != message.AudioAACTypeAU {
+		if audio < 0 {
 			return nil
 		}
 		if m.Codec != message.CodecMPEG4Audio {
 			return fmt.Errorf("%w (audio codec id %d)", errCodec, m.Codec)
 		}
-		return pk.WriteMPEG4Audio(audio, m.DTS, m.AU)
+		switch m.AACType {
+		case message.AudioAACTypeAU:
+			return sess.WriteMPEG4Audio(audio, m.DTS, m.AU)
+		case message.AudioAACTypeConfig:
+			if m.AACConfig == nil || *m.AACConfig == *r.audio {
+				return nil
+			}
+			r.audio = m.AACConfig
+			return r.reconfigure(sess)
+		}
 	}
 	return nil
+}
+
+// reconfigure applies a new sequence header: a new init segment after a
+// discontinuity. Parameters the packager cannot use are dropped, and the
+// old ones stay in force.
+func (r *reader) reconfigure(sess *ingest.Session) error {
+	var tracks []ingest.Track
+	if r.sps != nil {
+		tracks = append(tracks, ingest.Track{Codec: &mp4codecs.H264{SPS: r.sps, PPS: r.pps}})
+	}
+	if r.audio != nil {
+		tracks = append(tracks, ingest.Track{Codec: &mp4codecs.MPEG4Audio{Config: *r.audio}})
+	}
+	if err := sess.SetTracks(tracks); err != nil {
+		sess.Drop(fmt.Errorf("new codec parameters: %w", err))
+	}
+	return sess.Err()
 }

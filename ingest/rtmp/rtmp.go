@@ -19,18 +19,18 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/message"
 
 	"github.com/relaymesh/relaymesh/ingest"
-	"github.com/relaymesh/relaymesh/internal/ratelog"
 	"github.com/relaymesh/relaymesh/relay"
 )
 
 // App is the RTMP application publishers use: rtmp://HOST/live/{stream}.
 const App = "live"
 
-// Server accepts RTMP publishers.
+// Server accepts RTMP publishers. The publish key, when the Gate needs
+// one, goes on the stream name: rtmp://HOST/live/{stream}?key=KEY (in OBS,
+// the stream key "{stream}?key=KEY").
 type Server struct {
-	Registry *relay.Registry
-	Packager ingest.PackagerConfig
-	Logger   *slog.Logger
+	Gate   *ingest.Gate
+	Logger *slog.Logger
 	// Timeout bounds the handshake and any silence from a publisher
 	// (default 10s).
 	Timeout time.Duration
@@ -88,15 +88,20 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, log *slog.Logger) {
 	}()
 	err := s.publish(conn, log)
 	switch {
-	case err == nil, ctx.Err() != nil:
-	case errors.Is(err, errRefused):
-		log.Warn("rtmp publish refused", "err", err)
+	case err == nil, ctx.Err() != nil, errors.Is(err, errRefused): // refusals are logged with the stream
 	default:
 		log.Info("rtmp connection closed", "err", err)
 	}
 }
 
 var errRefused = errors.New("refused")
+
+// refuse tells the encoder why, logs it and returns errRefused.
+func refuse(sc *gortmplib.ServerConn, log *slog.Logger, code string, err error) error {
+	reject(sc, code, err.Error())
+	log.Warn("rtmp publish refused", "err", err)
+	return fmt.Errorf("%w: %v", errRefused, err)
+}
 
 func (s *Server) publish(conn net.Conn, log *slog.Logger) error {
 	conn.SetDeadline(time.Now().Add(s.Timeout))
@@ -108,21 +113,39 @@ func (s *Server) publish(conn net.Conn, log *slog.Logger) error {
 		return fmt.Errorf("rtmp connect: %w", err)
 	}
 	if !sc.Publish {
-		return fmt.Errorf("%w: RTMP playback is not offered; play http://HOST:8080/live/{stream}/index.m3u8", errRefused)
+		return refuse(sc, log, "NetStream.Play.Failed", errors.New("RTMP playback is not offered; play http://HOST:8080/live/{stream}/index.m3u8"))
 	}
 	name, err := streamName(sc.URL.Path)
 	if err != nil {
-		reject(sc, "NetStream.Publish.BadName", err.Error())
-		return fmt.Errorf("%w: %v", errRefused, err)
+		return refuse(sc, log, "NetStream.Publish.BadName", err)
 	}
 	log = log.With("stream", name)
 
-	pub, err := s.Registry.Publish(name)
+	sess, err := s.Gate.Admit(ingest.Request{
+		Stream: name, Key: sc.URL.Query().Get("key"), Proto: "rtmp", Peer: conn.RemoteAddr().String(),
+	})
 	if err != nil {
-		reject(sc, "NetStream.Publish.BadName", err.Error())
-		return fmt.Errorf("%w: %v", errRefused, err)
+		code := "NetStream.Publish.BadName"
+		if errors.Is(err, ingest.ErrUnauthorized) || errors.Is(err, ingest.ErrTooManyStreams) {
+			code = "NetStream.Publish.Rejected"
+		}
+		return refuse(sc, log, code, err)
 	}
-	defer pub.Close()
+	defer sess.Close()
+	// A takeover or a broken limit ends the session; the encoder is then
+	// disconnected.
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-sess.Done():
+			if err := sess.Err(); err != nil {
+				log.Warn("rtmp publisher disconnected", "err", err)
+			}
+			conn.Close()
+		case <-stopped:
+		}
+	}()
 
 	rd := &reader{read: func() (message.Message, error) {
 		conn.SetReadDeadline(time.Now().Add(s.Timeout))
@@ -131,29 +154,22 @@ func (s *Server) publish(conn net.Conn, log *slog.Logger) error {
 	tracks, video, audio, err := rd.tracks()
 	if err != nil {
 		if errors.Is(err, errCodec) {
-			reject(sc, "NetStream.Publish.Failed", err.Error())
-			return fmt.Errorf("%w: %v", errRefused, err)
+			return refuse(sc, log, "NetStream.Publish.Failed", err)
 		}
 		return fmt.Errorf("rtmp read tracks: %w", err)
 	}
-	pk, err := ingest.NewPackager(pub, tracks, s.Packager)
-	if err != nil {
-		reject(sc, "NetStream.Publish.Failed", err.Error())
-		return fmt.Errorf("%w: %v", errRefused, err)
+	if err := sess.SetTracks(tracks); err != nil {
+		return refuse(sc, log, "NetStream.Publish.Failed", err)
 	}
 	defer func() {
-		pk.Close()
-		pub.Close() // before the log line: by then the stream shows the publisher gone
+		sess.Close() // before the log line: by then the stream shows the publisher gone
 		log.Info("rtmp publisher stopped")
 	}()
-	log.Info("rtmp publisher started", "codecs", pk.Init().Codecs, "resumed", pub.Resumed)
-	var limit ratelog.Limiter
-	drop := func(err error) {
-		if ok, suppressed := limit.Allow(); ok {
-			log.Warn("dropped bad input from publisher", "err", err, "suppressed", suppressed)
+	log.Info("rtmp publisher started", "codecs", sess.Codecs(), "resumed", sess.Resumed())
+	if err := rd.run(sess, video, audio); err != nil {
+		if serr := sess.Err(); serr != nil {
+			return serr
 		}
-	}
-	if err := rd.run(pk, video, audio, drop); err != nil {
 		return fmt.Errorf("rtmp read: %w", err)
 	}
 	return nil

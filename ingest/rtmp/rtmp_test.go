@@ -114,6 +114,12 @@ type testServer struct {
 
 func startServer(t *testing.T, timeout time.Duration) *testServer {
 	t.Helper()
+	return startServerWith(t, timeout, nil)
+}
+
+// startServerWith lets a test set the gate's keys, limits and takeover.
+func startServerWith(t *testing.T, timeout time.Duration, setup func(*ingest.Gate)) *testServer {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := relay.NewRegistry(relay.RegistryConfig{
@@ -122,12 +128,15 @@ func startServer(t *testing.T, timeout time.Duration) *testServer {
 		Grace:      time.Minute,
 		Logger:     log,
 	})
-	srv := &Server{
+	gate := &ingest.Gate{
 		Registry: reg,
 		Packager: ingest.PackagerConfig{PartTarget: 200 * time.Millisecond, MinSegment: time.Second},
 		Logger:   log,
-		Timeout:  timeout,
 	}
+	if setup != nil {
+		setup(gate)
+	}
+	srv := &Server{Gate: gate, Logger: log, Timeout: timeout}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

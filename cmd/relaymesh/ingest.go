@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/relaymesh/relaymesh/ingest"
+)
+
+// ingestFlags are the origin's encoder-facing settings.
+type ingestFlags struct {
+	PublishKey, PublishKeys string
+	Takeover                bool
+	MaxStreams              int
+	MaxBitrate              bitsPerSecond
+	MaxFrameSize            byteSize
+	SRTLatency              time.Duration
+	SRTPassphrase           string
+	RTSPUDP                 string
+	Pull                    []string
+}
+
+func (f *ingestFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.PublishKey, "publish-key", "", "key every publisher must give (RTMP/RTSP: ?key=KEY; RTSP: or the password; SRT: streamid=publish:{stream}:KEY)")
+	fs.StringVar(&f.PublishKeys, "publish-keys", "", "file of \"{stream} {key}\" lines, a key per stream; re-read on SIGHUP")
+	fs.BoolVar(&f.Takeover, "publish-takeover", false, "a new publisher replaces the live one instead of being refused")
+	fs.IntVar(&f.MaxStreams, "max-streams", ingest.DefaultMaxStreams, "most streams published at once on this node")
+	f.MaxBitrate = ingest.DefaultMaxBitrate
+	fs.Var(&f.MaxBitrate, "max-bitrate", "highest bitrate of a stream, averaged over 5s, e.g. 8M or 2500k (bits/s); above it the publisher is disconnected")
+	f.MaxFrameSize = ingest.DefaultMaxFrameSize
+	fs.Var(&f.MaxFrameSize, "max-frame-size", "largest video or audio frame accepted, e.g. 8MiB; larger frames are dropped")
+	fs.DurationVar(&f.SRTLatency, "srt-latency", 120*time.Millisecond, "SRT receiver latency: more survives a lossy uplink, less is closer to live")
+	fs.StringVar(&f.SRTPassphrase, "srt-passphrase", "", "SRT encryption passphrase (10-79 characters); encoders must use the same")
+	fs.StringVar(&f.RTSPUDP, "rtsp-udp", ":8000", "UDP port pair (RTP, RTP+1 for RTCP) for RTSP publishers using UDP; \"\" allows TCP only")
+	fs.StringSliceVar(&f.Pull, "pull", nil, "pull a stream from an RTSP source: {stream}=rtsp://HOST/path (repeatable); see docs/ingest.md")
+}
+
+func (f *ingestFlags) validate() error {
+	if f.MaxStreams < 1 {
+		return fmt.Errorf("--max-streams %d: must be at least 1", f.MaxStreams)
+	}
+	if f.MaxBitrate < 100_000 {
+		return fmt.Errorf("--max-bitrate %s: must be at least 100k", f.MaxBitrate.String())
+	}
+	if f.MaxFrameSize < 64<<10 {
+		return fmt.Errorf("--max-frame-size %s: must be at least 64KiB", f.MaxFrameSize.String())
+	}
+	if f.SRTLatency < 0 || f.SRTLatency > 10*time.Second {
+		return fmt.Errorf("--srt-latency %v: choose between 0 and 10s", f.SRTLatency)
+	}
+	if n := len(f.SRTPassphrase); n != 0 && (n < 10 || n > 79) {
+		return fmt.Errorf("--srt-passphrase: SRT needs 10 to 79 characters, got %d", n)
+	}
+	return nil
+}
+
+// gate builds the admission gate every ingest listener shares.
+func (n *node) newGate() (*ingest.Gate, error) {
+	f := n.flags.ingestFlags
+	keys, err := ingest.LoadKeys(f.PublishKey, f.PublishKeys)
+	if err != nil {
+		return nil, fmt.Errorf("--publish-keys: %w", err)
+	}
+	return &ingest.Gate{
+		Registry: n.registry,
+		Packager: n.packager,
+		Keys:     keys,
+		Takeover: f.Takeover,
+		Limits: ingest.Limits{
+			MaxStreams: f.MaxStreams, MaxBitrate: int64(f.MaxBitrate), MaxFrameSize: int(f.MaxFrameSize),
+		},
+		Logger: n.log,
+	}, nil
+}
+
+// reloadKeysOnHangup re-reads --publish-keys on every SIGHUP until ctx ends.
+func (n *node) reloadKeysOnHangup(ctx context.Context) error {
+	keys := n.gate.Keys
+	if keys == nil || keys.File == "" {
+		return nil
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			if err := keys.Reload(); err != nil {
+				n.log.Error("publish keys not reloaded; the previous keys stay in force", "err", err)
+				continue
+			}
+			n.log.Info("publish keys reloaded", "file", keys.File, "streams", keys.Len())
+		}
+	}
+}
+
+// bitsPerSecond is a flag value in bits per second with an optional k, M or G
+// suffix (powers of 1000).
+type bitsPerSecond int64
+
+func (b *bitsPerSecond) String() string { return formatUnits(int64(*b), 1000, []string{"", "k", "M", "G"}) }
+func (b *bitsPerSecond) Type() string   { return "bitrate" }
+func (b *bitsPerSecond) Set(s string) error {
+	v, err := parseUnits(s, map[string]int64{"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9})
+	if err != nil {
+		return fmt.Errorf("want bits per second like 8M or 2500k: %w", err)
+	}
+	*b = bitsPerSecond(v)
+	return nil
+}
+
+// byteSize is a flag value in bytes with an optional KiB or MiB suffix.
+type byteSize int64
+
+func (b *byteSize) String() string {
+	return formatUnits(int64(*b), 1024, []string{"", "KiB", "MiB", "GiB"})
+}
+func (b *byteSize) Type() string { return "size" }
+func (b *byteSize) Set(s string) error {
+	v, err := parseUnits(s, map[string]int64{"": 1, "KiB": 1 << 10, "K": 1 << 10, "MiB": 1 << 20, "M": 1 << 20, "GiB": 1 << 30, "G": 1 << 30})
+	if err != nil {
+		return fmt.Errorf("want bytes like 8MiB or 512KiB: %w", err)
+	}
+	*b = byteSize(v)
+	return nil
+}
+
+func parseUnits(s string, units map[string]int64) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := s, ""
+	if i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	mult, ok := units[unit]
+	if !ok {
+		return 0, fmt.Errorf("unknown unit %q", unit)
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v < 0 || v*float64(mult) > 1<<62 {
+		return 0, errors.New("not a non-negative number")
+	}
+	return int64(v * float64(mult)), nil
+}
+
+func formatUnits(v, base int64, names []string) string {
+	i := 0
+	for i < len(names)-1 && v >= base && v%base == 0 {
+		v /= base
+		i++
+	}
+	return strconv.FormatInt(v, 10) + names[i]
+}

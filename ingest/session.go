@@ -1,0 +1,317 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/relaymesh/relaymesh/internal/ratelog"
+	"github.com/relaymesh/relaymesh/relay"
+)
+
+// Limits bound what publishers may send. Zero fields take the defaults.
+type Limits struct {
+	// MaxStreams is how many streams may be published at once (default 100).
+	MaxStreams int
+	// MaxBitrate is the highest average bitrate of a stream in bits per
+	// second, measured over 5 s (default 50 Mbit/s). A publisher above it
+	// is disconnected.
+	MaxBitrate int64
+	// MaxFrameSize is the largest access unit in bytes (default 8 MiB).
+	// Larger ones are dropped.
+	MaxFrameSize int
+}
+
+// Default limits.
+const (
+	DefaultMaxStreams   = 100
+	DefaultMaxBitrate   = 50_000_000
+	DefaultMaxFrameSize = 8 << 20
+)
+
+// Errors Admit and a session's Err return. Protocols map them to the
+// refusal their encoders show.
+var (
+	ErrTooManyStreams = errors.New("too many streams on this node (raise --max-streams)")
+	ErrBitrate        = errors.New("stream bitrate above --max-bitrate")
+	ErrTakenOver      = errors.New("a newer publisher took the stream over")
+)
+
+// bitrateWindow is how long the bitrate is averaged over.
+const bitrateWindow = 5 * time.Second
+
+// Gate admits publishers for every protocol listener of a node: it checks
+// the publish key and the stream limit, claims the stream in the registry
+// and hands back a Session that packages what the publisher sends.
+type Gate struct {
+	Registry *relay.Registry
+	Packager PackagerConfig
+	Keys     *Keys // nil admits every publisher
+	// Takeover lets a new publisher replace a live one instead of being
+	// refused.
+	Takeover bool
+	Limits   Limits
+	Logger   *slog.Logger
+	// Now is the clock for bitrate limits (default time.Now).
+	Now func() time.Time
+
+	mu       sync.Mutex
+	sessions map[string]*Session
+}
+
+// Request describes a publisher asking to publish.
+type Request struct {
+	Stream string
+	Key    string
+	Proto  string // "rtmp", "srt", "rtsp" or "pull"
+	Peer   string // the encoder's address, or the pulled URL
+}
+
+// Admit checks a publisher and claims its stream.
+func (g *Gate) Admit(req Request) (*Session, error) {
+	if !relay.ValidName(req.Stream) {
+		return nil, fmt.Errorf("publish %q: %w", req.Stream, relay.ErrBadStreamName)
+	}
+	if err := g.Keys.Check(req.Stream, req.Key); err != nil {
+		return nil, err
+	}
+	maxStreams := g.Limits.MaxStreams
+	if maxStreams <= 0 {
+		maxStreams = DefaultMaxStreams
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sessions == nil {
+		g.sessions = map[string]*Session{}
+	}
+	if _, live := g.sessions[req.Stream]; !live && len(g.sessions) >= maxStreams {
+		return nil, fmt.Errorf("publish %q: %w: %d streams live", req.Stream, ErrTooManyStreams, len(g.sessions))
+	}
+	var pub *relay.Publication
+	var err error
+	if g.Takeover {
+		pub, err = g.Registry.Takeover(req.Stream)
+	} else {
+		pub, err = g.Registry.Publish(req.Stream)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log := g.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	now := g.Now
+	if now == nil {
+		now = time.Now
+	}
+	s := &Session{
+		Stream: req.Stream,
+		Log:    log.With("stream", req.Stream, "proto", req.Proto, "peer", req.Peer),
+		g:      g,
+		pub:    pub,
+		now:    now,
+		done:   make(chan struct{}),
+	}
+	s.maxFrame = g.Limits.MaxFrameSize
+	if s.maxFrame <= 0 {
+		s.maxFrame = DefaultMaxFrameSize
+	}
+	s.maxBitrate = g.Limits.MaxBitrate
+	if s.maxBitrate <= 0 {
+		s.maxBitrate = DefaultMaxBitrate
+	}
+	if old := g.sessions[req.Stream]; old != nil {
+		old.end(ErrTakenOver) // its publication is already revoked
+	}
+	g.sessions[req.Stream] = s
+	s.winStart = now()
+	go func() {
+		// A takeover in the registry revokes the publication; end the
+		// session too, so its protocol handler disconnects.
+		select {
+		case <-pub.Done():
+			s.end(ErrTakenOver)
+		case <-s.done:
+		}
+	}()
+	return s, nil
+}
+
+// Live reports how many streams are being published through the gate.
+func (g *Gate) Live() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.sessions)
+}
+
+// Session is one publisher's stream. Protocol handlers announce tracks with
+// SetTracks and write access units; the session packages them, enforces the
+// limits and logs (rate-limited) what it drops. Its methods are safe for
+// concurrent use, since some protocols deliver each track on its own
+// goroutine.
+type Session struct {
+	Stream string
+	// Log carries the stream, protocol and peer.
+	Log *slog.Logger
+
+	g   *Gate
+	pub *relay.Publication
+	now func() time.Time
+
+	mu         sync.Mutex
+	pk         *Packager
+	maxFrame   int
+	maxBitrate int64
+	winStart   time.Time
+	winBytes   int64
+	drops      ratelog.Limiter
+
+	endOnce sync.Once
+	done    chan struct{}
+	err     error
+	closed  sync.Once
+}
+
+// Resumed reports whether the stream had an earlier publisher whose window
+// is still held, so this one continues after a discontinuity.
+func (s *Session) Resumed() bool { return s.pub.Resumed }
+
+// Done is closed when the publisher should be disconnected: it was taken
+// over, it broke a limit, or Close was called. Err says why.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err reports why Done closed, or nil.
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+func (s *Session) end(err error) {
+	s.endOnce.Do(func() {
+		s.err = err
+		close(s.done)
+	})
+}
+
+// Codecs returns the CODECS string of the current init segment, or "" while
+// it is not yet known.
+func (s *Session) Codecs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pk == nil || s.pk.Init() == nil {
+		return ""
+	}
+	return s.pk.Init().Codecs
+}
+
+// SetTracks announces the publisher's tracks. Called again with different
+// tracks, it starts a new init segment after a discontinuity.
+func (s *Session) SetTracks(tracks []Track) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pk == nil {
+		pk, err := NewPackager(s.pub, tracks, s.g.Packager)
+		if err != nil {
+			return err
+		}
+		s.pk = pk
+		return nil
+	}
+	if err := s.pk.Reconfigure(tracks); err != nil {
+		return err
+	}
+	s.Log.Info("publisher changed codec parameters; new init segment after a discontinuity")
+	return nil
+}
+
+// WriteH264 packages one H.264 access unit. The error is non-nil only once
+// the session is over; bad input is logged and dropped.
+func (s *Session) WriteH264(track int, pts, dts time.Duration, au [][]byte) error {
+	return s.write(nalSize(au), func(pk *Packager) error { return pk.WriteH264(track, pts, dts, au) })
+}
+
+// WriteH265 packages one H.265 access unit, like WriteH264.
+func (s *Session) WriteH265(track int, pts, dts time.Duration, au [][]byte) error {
+	return s.write(nalSize(au), func(pk *Packager) error { return pk.WriteH265(track, pts, dts, au) })
+}
+
+// WriteMPEG4Audio packages one AAC access unit, like WriteH264.
+func (s *Session) WriteMPEG4Audio(track int, pts time.Duration, au []byte) error {
+	return s.write(len(au), func(pk *Packager) error { return pk.WriteMPEG4Audio(track, pts, au) })
+}
+
+// WriteOpus packages one Opus packet, like WriteH264.
+func (s *Session) WriteOpus(track int, pts time.Duration, packet []byte) error {
+	return s.write(len(packet), func(pk *Packager) error { return pk.WriteOpus(track, pts, packet) })
+}
+
+func nalSize(au [][]byte) int {
+	n := 0
+	for _, b := range au {
+		n += len(b)
+	}
+	return n
+}
+
+func (s *Session) write(size int, f func(*Packager) error) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pk == nil {
+		return errors.New("write before SetTracks")
+	}
+	if size > s.maxFrame {
+		s.Drop(fmt.Errorf("access unit of %d bytes is above --max-frame-size %d", size, s.maxFrame))
+		return nil
+	}
+	if now := s.now(); now.Sub(s.winStart) >= bitrateWindow {
+		rate := s.winBytes * 8 * int64(time.Second) / int64(now.Sub(s.winStart))
+		s.winStart, s.winBytes = now, 0
+		if rate > s.maxBitrate {
+			err := fmt.Errorf("%w: %d bit/s over %s, limit %d", ErrBitrate, rate, bitrateWindow, s.maxBitrate)
+			s.end(err)
+			return err
+		}
+	}
+	s.winBytes += int64(size)
+	if err := f(s.pk); err != nil {
+		s.Drop(err)
+	}
+	return nil
+}
+
+// Drop logs bad input from the publisher, at most once every few seconds.
+func (s *Session) Drop(err error) {
+	if ok, suppressed := s.drops.Allow(); ok {
+		s.Log.Warn("dropped bad input from publisher", "err", err, "suppressed", suppressed)
+	}
+}
+
+// Close flushes what is queued, ends the publication (the stream stays
+// servable for the registry's grace period) and frees the stream's slot.
+func (s *Session) Close() {
+	s.closed.Do(func() {
+		s.end(nil)
+		s.mu.Lock()
+		if s.pk != nil {
+			s.pk.Close()
+		}
+		s.mu.Unlock()
+		s.pub.Close()
+		g := s.g
+		g.mu.Lock()
+		if g.sessions[s.Stream] == s {
+			delete(g.sessions, s.Stream)
+		}
+		g.mu.Unlock()
+	})
+}
