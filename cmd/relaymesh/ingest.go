@@ -109,8 +109,10 @@ func (n *node) reloadKeysOnHangup(ctx context.Context) error {
 // suffix (powers of 1000).
 type bitsPerSecond int64
 
-func (b *bitsPerSecond) String() string { return formatUnits(int64(*b), 1000, []string{"", "k", "M", "G"}) }
-func (b *bitsPerSecond) Type() string   { return "bitrate" }
+func (b *bitsPerSecond) String() string {
+	return formatUnits(int64(*b), 1000, []string{"", "k", "M", "G"})
+}
+func (b *bitsPerSecond) Type() string { return "bitrate" }
 func (b *bitsPerSecond) Set(s string) error {
 	v, err := parseUnits(s, map[string]int64{"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9})
 	if err != nil {
