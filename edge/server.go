@@ -170,10 +170,11 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 		return
 	}
 	wait := d
-	if !d.Blocking() && !hasParts(snap) {
-		// A stream that has just started has nothing to list: wait for its
-		// first part rather than send players an empty playlist.
-		wait = Directives{HasMSN: true, HasPart: true}
+	if !d.Blocking() && snap.LastComplete() == nil {
+		// A stream that has just started: wait for its first complete
+		// segment. Players start from a playlist, and some (gohlslib,
+		// players that start by segment) reject one with parts only.
+		wait = Directives{HasMSN: true}
 		if seg := snap.Open(); seg != nil {
 			wait.MSN = seg.MSN
 		}
@@ -197,11 +198,6 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 	}
 	out := s.render(st, snap, d.Skip)
 	writePlaylist(w, r, out.plain, out.gz)
-}
-
-func hasParts(s *relay.Snapshot) bool {
-	seg, _ := livePart(s)
-	return seg != nil
 }
 
 // render returns the playlist for snap, rendered and compressed once

@@ -301,9 +301,10 @@ func TestServeBlockingTimesOut(t *testing.T) {
 	}
 }
 
-// A stream that has just started has no part to list: a plain playlist
-// request waits for the first one rather than returning an empty playlist.
-func TestServeMediaWaitsForFirstPart(t *testing.T) {
+// A stream that has just started has no segment to list: a plain playlist
+// request waits for the first complete one rather than returning a
+// playlist that players cannot start from.
+func TestServeMediaWaitsForFirstSegment(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, relay.RegistryConfig{})
 	ch := f.async(mediaPath)
@@ -311,9 +312,11 @@ func TestServeMediaWaitsForFirstPart(t *testing.T) {
 	f.b.open(false)
 	pending(t, ch, 100*time.Millisecond, "playlist of a stream with an empty segment")
 	f.b.part(testPartTarget)
-	r := await(t, ch, 2*time.Second, "playlist after the first part")
+	pending(t, ch, 100*time.Millisecond, "playlist of a stream with one part")
+	f.b.open(false)
+	r := await(t, ch, 2*time.Second, "playlist after the first segment")
 	pl := parseMedia(t, r.body)
-	if r.status != http.StatusOK || !hasPart(pl, 0) || r.header.Get("Cache-Control") != "max-age=1" {
+	if r.status != http.StatusOK || !hasPart(pl, 0) || len(pl.segments) != 1 || r.header.Get("Cache-Control") != "max-age=1" {
 		t.Fatalf("%d %q\n%s", r.status, r.header.Get("Cache-Control"), r.body)
 	}
 }
@@ -771,6 +774,7 @@ func TestServeForgetsRemovedStreams(t *testing.T) {
 		for range 5 {
 			b.st.Cut(&relay.Part{Duration: testPartTarget, Data: make([]byte, 1<<20)}, nil)
 		}
+		b.open(false) // completes the segment, so playlists are served at once
 		for _, target := range []string{"/live/short/media.m3u8", "/live/short/media.m3u8?_HLS_skip=YES"} {
 			rec := httptest.NewRecorder()
 			srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))

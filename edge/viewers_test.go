@@ -21,6 +21,7 @@ func TestViewersCountedBySession(t *testing.T) {
 	b := builderFor(pub.Stream)
 	b.open(false)
 	b.part(testPartTarget)
+	b.open(false) // a complete segment: playlists are served at once
 	srv := &Server{Streams: reg, Logger: slog.New(slog.DiscardHandler)}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()

@@ -67,6 +67,9 @@ type Request struct {
 	Key    string
 	Proto  string // "rtmp", "srt", "rtsp" or "pull"
 	Peer   string // the encoder's address, or the pulled URL
+	// Configured marks a source the operator configured (a pull): it
+	// needs no publish key.
+	Configured bool
 }
 
 // Admit checks a publisher and claims its stream.
@@ -74,8 +77,10 @@ func (g *Gate) Admit(req Request) (*Session, error) {
 	if !relay.ValidName(req.Stream) {
 		return nil, fmt.Errorf("publish %q: %w", req.Stream, relay.ErrBadStreamName)
 	}
-	if err := g.Keys.Check(req.Stream, req.Key); err != nil {
-		return nil, err
+	if !req.Configured {
+		if err := g.Keys.Check(req.Stream, req.Key); err != nil {
+			return nil, err
+		}
 	}
 	maxStreams := g.Limits.MaxStreams
 	if maxStreams <= 0 {

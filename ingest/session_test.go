@@ -148,6 +148,11 @@ func TestGateAdmit(t *testing.T) {
 	if g.Registry.Get("a") != nil {
 		t.Fatal("a refused publish created the stream")
 	}
+	pulled, err := g.Admit(Request{Stream: "pulled", Proto: "pull", Configured: true})
+	if err != nil {
+		t.Fatalf("a configured pull needs no key: %v", err)
+	}
+	pulled.Close()
 	if _, err := g.Admit(Request{Stream: "../a", Key: "secret"}); !errors.Is(err, relay.ErrBadStreamName) {
 		t.Fatalf("bad name: %v", err)
 	}

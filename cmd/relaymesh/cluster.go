@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,7 +131,7 @@ func newCluster(n *node) (*cluster, error) {
 	}
 	c.ep, err = peer.Listen(peer.Config{
 		Node: f.NodeName, TLS: tc, Registry: n.registry, Logger: n.log,
-		OnEgress: n.metrics.onEgress, OnSubscribers: n.metrics.onSubscribers,
+		OnEgress: n.metrics.onEgress, OnSubscribers: n.metrics.onSubscribers, Wake: n.wake,
 	}, f.Relay)
 	if err != nil {
 		return nil, fmt.Errorf("--relay %s: %w", f.Relay, err)
@@ -205,6 +206,12 @@ func (c *cluster) local(n *node, relayAddr, httpAddr string) mesh.NodeState {
 		}
 		s.Streams = append(s.Streams, mesh.StreamLoad{Name: name, Viewers: viewers[name]})
 		s.Viewers += viewers[name]
+	}
+	// An on-demand pull is offered before it runs: a subscriber wakes it.
+	for _, p := range n.pulls {
+		if name := p.Source.Stream; p.Source.OnDemand && !slices.ContainsFunc(s.Streams, func(l mesh.StreamLoad) bool { return l.Name == name }) {
+			s.Streams = append(s.Streams, mesh.StreamLoad{Name: name})
+		}
 	}
 	sort.Slice(s.Streams, func(i, j int) bool { return s.Streams[i].Name < s.Streams[j].Name })
 	s.EgressBps, s.CPU = c.load(n)

@@ -864,6 +864,32 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("bad ingest flags", func(t *testing.T) {
+		off := []string{"--http", "", "--rtmp", "", "--srt", "", "--rtsp", "", "--mesh", "", "--relay", ""}
+		for _, tc := range []struct {
+			args []string
+			name string // what the error line must name
+		}{
+			{[]string{"--pull", "cam"}, "--pull"},
+			{[]string{"--pull", "cam=http://x/y"}, "--pull"},
+			{[]string{"--pull", "../x=rtsp://cam/1"}, "--pull"},
+			{[]string{"--pull", "a=rtsp://c/1", "--pull", "a=rtsp://c/2"}, "pulled twice"},
+			{[]string{"--max-bitrate", "5X"}, "--max-bitrate"},
+			{[]string{"--max-bitrate", "10k"}, "--max-bitrate"},
+			{[]string{"--max-frame-size", "1KiB"}, "--max-frame-size"},
+			{[]string{"--max-streams", "0"}, "--max-streams"},
+			{[]string{"--srt-passphrase", "short"}, "--srt-passphrase"},
+			{[]string{"--publish-keys", "/nonexistent/keys"}, "--publish-keys"},
+			{[]string{"--rtsp", "127.0.0.1:0", "--rtsp-udp", "127.0.0.1:8001"}, "--rtsp-udp"},
+		} {
+			code, _, stderr := runCLI(t, nil, append(append([]string{"origin"}, off...), tc.args...)...)
+			msg := strings.TrimSpace(stderr)
+			if code == 0 || strings.Contains(msg, "\n") || !strings.Contains(msg, tc.name) {
+				t.Errorf("relaymesh origin %q: exit %d, stderr %q; want non-zero and one line naming %s", tc.args, code, stderr, tc.name)
+			}
+		}
+	})
+
 	t.Run("env var", func(t *testing.T) {
 		t.Parallel()
 		n := startNode(t, "relaymesh origin (env)", true, func(h, r string) ([]string, []string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -12,8 +13,12 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/ingest"
+	"github.com/relaymesh/relaymesh/ingest/rtsp"
+	"github.com/relaymesh/relaymesh/relay"
 )
 
 // ingestFlags are the origin's encoder-facing settings.
@@ -163,4 +168,128 @@ func formatUnits(v, base int64, names []string) string {
 		i++
 	}
 	return strconv.FormatInt(v, 10) + names[i]
+}
+
+// listenRTSP binds the RTSP publisher listener and checks the pull sources.
+func (n *node) listenRTSP() error {
+	f := n.flags
+	for _, spec := range f.Pull {
+		src, err := rtsp.ParseSource(spec)
+		if err != nil {
+			return fmt.Errorf("--pull: %w", err)
+		}
+		for _, p := range n.pulls {
+			if p.Source.Stream == src.Stream {
+				return fmt.Errorf("--pull: stream %q is pulled twice", src.Stream)
+			}
+		}
+		n.pulls = append(n.pulls, &rtsp.Puller{Gate: n.gate, Source: src, Logger: n.log, Idle: f.Idle})
+	}
+	if f.RTSP == "" {
+		return nil
+	}
+	n.rtsp = &rtsp.Server{Gate: n.gate, Logger: n.log, NoUDP: f.RTSPUDP == ""}
+	if f.RTSPUDP != "" {
+		host, p, err := net.SplitHostPort(f.RTSPUDP)
+		port, perr := strconv.Atoi(p)
+		if err != nil || perr != nil || port <= 0 || port >= 65535 || port%2 != 0 {
+			return fmt.Errorf("--rtsp-udp %q: want host:port or :port with an even port (RTCP uses the next one)", f.RTSPUDP)
+		}
+		n.rtsp.UDPRTPAddress = f.RTSPUDP
+		n.rtsp.UDPRTCPAddress = net.JoinHostPort(host, strconv.Itoa(port+1))
+	}
+	var err error
+	n.rtspLn, err = listen("rtsp", f.RTSP)
+	return err
+}
+
+// runRTSP starts the RTSP listener and every pull in g.
+func (n *node) runRTSP(ctx context.Context, g *errgroup.Group) {
+	if n.rtspLn != nil {
+		g.Go(func() error { return n.rtsp.Serve(ctx, n.rtspLn) })
+		n.log.Info("rtsp ingest listening", "addr", n.rtspLn.Addr().String(), "publish", "rtsp://HOST"+port(n.rtspLn)+"/live/{stream}")
+	}
+	for _, p := range n.pulls {
+		g.Go(func() error { return p.Run(ctx) })
+	}
+	if len(n.pulls) > 0 {
+		g.Go(func() error { return n.keepDemand(ctx) })
+	}
+}
+
+// onDemand returns the on-demand pull of a stream, or nil.
+func (n *node) onDemand(stream string) *rtsp.Puller {
+	for _, p := range n.pulls {
+		if p.Source.OnDemand && p.Source.Stream == stream {
+			return p
+		}
+	}
+	return nil
+}
+
+// wake starts an on-demand pull for a viewer or a relay subscriber and
+// waits until its stream exists. It returns nil for any other stream.
+func (n *node) wake(ctx context.Context, stream string) *relay.Stream {
+	p := n.onDemand(stream)
+	if p == nil {
+		return nil
+	}
+	p.Demand()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if st := n.registry.Get(stream); st != nil {
+			return st
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// keepDemand keeps on-demand pulls running while anyone watches them here
+// or a downstream node relays them.
+func (n *node) keepDemand(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		viewers := n.hls.Viewers()
+		for _, p := range n.pulls {
+			name := p.Source.Stream
+			if p.Source.OnDemand && (viewers[name] > 0 || n.metrics.subscribers(name) > 0) {
+				p.Demand()
+			}
+		}
+	}
+}
+
+// wakingStreams finds streams for viewers, starting on-demand pulls.
+type wakingStreams struct {
+	edge.Streams
+	n *node
+}
+
+// wakeTimeout bounds how long a viewer's first request waits for an
+// on-demand source to connect.
+const wakeTimeout = 8 * time.Second
+
+func (w wakingStreams) Lookup(ctx context.Context, name string) (*relay.Stream, error) {
+	if p := w.n.onDemand(name); p != nil {
+		p.Demand()
+		if w.n.registry.Get(name) == nil {
+			wctx, cancel := context.WithTimeout(ctx, wakeTimeout)
+			defer cancel()
+			if st := w.n.wake(wctx, name); st != nil {
+				return st, nil
+			}
+		}
+	}
+	return w.Streams.Lookup(ctx, name)
 }

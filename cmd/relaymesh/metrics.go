@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,9 @@ type metrics struct {
 	switches  *prometheus.CounterVec
 	partLag   *prometheus.HistogramVec
 	egressSum atomic.Int64 // bytes sent to downstream nodes, for the gossiped rate
+
+	mu      sync.Mutex
+	subsNow map[string]int // downstream subscriptions per stream, for on-demand pulls
 }
 
 // newMetrics registers the series. viewers and members are read at scrape
@@ -65,11 +69,28 @@ func (m *metrics) onEgress(peer string, n int) {
 }
 
 func (m *metrics) onSubscribers(stream string, n int) {
+	m.mu.Lock()
+	if m.subsNow == nil {
+		m.subsNow = map[string]int{}
+	}
+	if n == 0 {
+		delete(m.subsNow, stream)
+	} else {
+		m.subsNow[stream] = n
+	}
+	m.mu.Unlock()
 	if n == 0 {
 		m.subs.DeleteLabelValues(stream)
 		return
 	}
 	m.subs.WithLabelValues(stream).Set(float64(n))
+}
+
+// subscribers reports how many downstream nodes a stream is relayed to.
+func (m *metrics) subscribers(stream string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.subsNow[stream]
 }
 
 func (m *metrics) onSwitch(stream string) { m.switches.WithLabelValues(stream).Inc() }

@@ -20,6 +20,8 @@ import (
 	"github.com/relaymesh/relaymesh/edge/player"
 	"github.com/relaymesh/relaymesh/ingest"
 	"github.com/relaymesh/relaymesh/ingest/rtmp"
+	"github.com/relaymesh/relaymesh/ingest/rtsp"
+	"github.com/relaymesh/relaymesh/ingest/srt"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/relay"
 )
@@ -141,6 +143,11 @@ type node struct {
 	cluster  *cluster // nil when the node runs alone
 
 	httpLn, rtmpLn net.Listener
+	srt            *srt.Server
+	srtLn          *srt.Listener
+	rtsp           *rtsp.Server
+	rtspLn         net.Listener
+	pulls          []*rtsp.Puller
 	tls            *tls.Config
 }
 
@@ -187,10 +194,16 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 			return nil, err
 		}
 	}
-	for _, a := range []struct{ name, addr string }{{"srt", f.SRT}, {"rtsp", f.RTSP}} {
-		if a.addr != "" {
-			log.Debug("listener not in this release; flag accepted and ignored", "flag", "--"+a.name, "addr", a.addr)
+	if f.SRT != "" {
+		n.srt = &srt.Server{Gate: n.gate, Logger: log, Latency: f.SRTLatency, Passphrase: f.SRTPassphrase}
+		if n.srtLn, err = n.srt.Listen(f.SRT); err != nil {
+			n.close()
+			return nil, fmt.Errorf("--srt %s: %w (pick another address, or --srt \"\" to disable)", f.SRT, err)
 		}
+	}
+	if err := n.listenRTSP(); err != nil {
+		n.close()
+		return nil, err
 	}
 	if f.meshEnabled(explicit) {
 		if n.cluster, err = newCluster(n); err != nil {
@@ -200,6 +213,9 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 		n.hls.Streams = n.cluster.puller
 	} else if f.Mesh != "" && f.Relay != "" {
 		log.Info("running alone: set --cluster-key and --join to form a mesh")
+	}
+	if len(n.pulls) > 0 {
+		n.hls.Streams = wakingStreams{Streams: n.hls.Streams, n: n}
 	}
 	return n, nil
 }
@@ -213,10 +229,13 @@ func listen(flag, addr string) (net.Listener, error) {
 }
 
 func (n *node) close() {
-	for _, ln := range []net.Listener{n.httpLn, n.rtmpLn} {
+	for _, ln := range []net.Listener{n.httpLn, n.rtmpLn, n.rtspLn} {
 		if ln != nil {
 			ln.Close()
 		}
+	}
+	if n.srtLn != nil {
+		n.srtLn.Close()
 	}
 }
 
@@ -229,6 +248,11 @@ func (n *node) run(ctx context.Context, extra ...func(context.Context) error) er
 		g.Go(func() error { return srv.Serve(ctx, n.rtmpLn) })
 		n.log.Info("rtmp ingest listening", "addr", n.rtmpLn.Addr().String(), "publish", "rtmp://HOST"+port(n.rtmpLn)+"/live/{stream}")
 	}
+	if n.srtLn != nil {
+		g.Go(func() error { return n.srt.Serve(ctx, n.srtLn) })
+		n.log.Info("srt ingest listening", "addr", n.srtLn.Addr().String(), "publish", "srt://HOST"+port(n.srtLn)+"?streamid=publish:{stream}")
+	}
+	n.runRTSP(ctx, g)
 	if n.httpLn != nil {
 		g.Go(func() error { return n.serveHTTP(ctx) })
 		n.log.Info("http listening", "addr", n.httpLn.Addr().String(), "play", n.scheme()+"://HOST"+port(n.httpLn)+"/live/{stream}/index.m3u8")
@@ -245,7 +269,7 @@ func (n *node) run(ctx context.Context, extra ...func(context.Context) error) er
 	return err
 }
 
-func port(ln net.Listener) string {
+func port(ln interface{ Addr() net.Addr }) string {
 	_, p, _ := net.SplitHostPort(ln.Addr().String())
 	return ":" + p
 }

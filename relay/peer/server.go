@@ -36,6 +36,10 @@ type Config struct {
 	// OnSubscribers, if set, is told how many downstream subscriptions a
 	// stream has whenever that changes.
 	OnSubscribers func(stream string, n int)
+	// Wake, if set, is asked for a stream the registry does not hold: a
+	// node that can start it on demand (an on-demand pull) does so and
+	// returns it, blocking at most until ctx ends. It returns nil if not.
+	Wake func(ctx context.Context, stream string) *relay.Stream
 }
 
 // quicConfig keeps connections alive between parts and notices a dead peer
@@ -49,6 +53,10 @@ func quicConfig() *quic.Config {
 		MaxIncomingUniStreams: 4096,
 	}
 }
+
+// wakeTimeout bounds how long a subscriber waits for a stream started on
+// demand; it stays under the 5 s a subscriber gives the catalog.
+const wakeTimeout = 4 * time.Second
 
 // Endpoint is a node's relay endpoint.
 type Endpoint struct {
@@ -212,6 +220,11 @@ func (e *Endpoint) serve(ctx context.Context, c *conn, ctl *quic.Stream) error {
 		return err
 	}
 	st := e.cfg.Registry.Get(sub.Stream)
+	if st == nil && e.cfg.Wake != nil {
+		wctx, cancel := context.WithTimeout(ctx, wakeTimeout)
+		st = e.cfg.Wake(wctx, sub.Stream)
+		cancel()
+	}
 	if st == nil {
 		wire.WriteMessage(ctl, &wire.Error{Code: wire.CodeNotFound, Message: "stream not held here"})
 		return nil

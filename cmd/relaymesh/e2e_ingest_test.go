@@ -1,0 +1,242 @@
+package main
+
+import (
+	"crypto/rand"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaymesh/relaymesh/ingest/rtsp/rtsptest"
+)
+
+// Every encoder protocol with both codec pairs: ffmpeg publishes, gohlslib
+// plays the LL-HLS output continuously, and the multivariant playlist
+// advertises exactly the codecs of the init segment.
+func TestIngestProtocolsAndCodecs(t *testing.T) {
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 300*time.Second)
+	o := startIngestOrigin(t)
+	c := newHTTPClient(t)
+	for _, tc := range []struct {
+		proto string
+		enc   encoding
+		video string
+		audio string
+	}{
+		{"srt", h264AAC, "H264", "MPEG4Audio"},
+		{"srt", h265Opus, "H265", "Opus"},
+		{"rtsp-tcp", h264AAC, "H264", "MPEG4Audio"},
+		{"rtsp-tcp", h265Opus, "H265", "Opus"},
+		{"rtsp-udp", h264AAC, "H264", "MPEG4Audio"},
+		{"rtsp-udp", h265Opus, "H265", "Opus"},
+	} {
+		stream := strings.NewReplacer("+", "-", ".", "").Replace(tc.proto + "-" + tc.enc.name)
+		t.Run(stream, func(t *testing.T) {
+			var args []string
+			switch tc.proto {
+			case "srt":
+				args = encoderArgs(tc.enc, 40, []string{"-f", "mpegts"}, o.srtURL("publish:"+stream))
+			case "rtsp-tcp":
+				args = encoderArgs(tc.enc, 40, []string{"-f", "rtsp", "-rtsp_transport", "tcp"}, o.rtspURL(stream))
+			case "rtsp-udp":
+				args = encoderArgs(tc.enc, 40, []string{"-f", "rtsp", "-rtsp_transport", "udp"}, o.rtspURL(stream))
+			}
+			enc := startProc(t, "ffmpeg "+stream, nil, "ffmpeg", args...)
+			defer enc.kill()
+			media := o.url("/live/" + stream + "/media.m3u8")
+			waitPlaylist(t, ctx, c, media, "a complete segment", hasComplete(1))
+			s := playMedia(t, o.url("/live/"+stream+"/index.m3u8"), 4*time.Second, 30*time.Second)
+			for _, p := range mediaProblems(s, tc.video, tc.audio, 4*time.Second) {
+				t.Error(p)
+			}
+			if got := advertisedCodecs(t, ctx, c, o.url("/live/"+stream+"/index.m3u8")); !sameCodecs(got, s.codecs) {
+				t.Errorf("multivariant CODECS=%q, the init segment says %v", got, s.codecs)
+			}
+			if enc.exited() {
+				t.Errorf("ffmpeg exited early with status %d: %s", enc.exitCode(), enc.stderr.String())
+			}
+			if lines := o.logLines("publisher started", "stream="+stream); len(lines) == 0 {
+				t.Errorf("no log line naming the stream when it started")
+			}
+		})
+	}
+	o.requireAlive(t)
+}
+
+// With --publish-key, a wrong key is refused on every protocol: ffmpeg
+// exits with an error and nothing is served under the name. The right key
+// publishes.
+func TestPublishKeyRefusesWrongKey(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 180*time.Second)
+	o := startIngestOrigin(t, "--publish-key", "sesame-1234")
+	c := newHTTPClient(t)
+	for _, tc := range []struct {
+		name  string
+		args  func(stream, key string) []string
+		nokey func(stream string) []string
+	}{
+		{"rtmp", func(s, k string) []string {
+			return encoderArgs(h264AAC, 20, []string{"-f", "flv"}, o.rtmpURL(s)+"?key="+k)
+		}, func(s string) []string { return encoderArgs(h264AAC, 20, []string{"-f", "flv"}, o.rtmpURL(s)) }},
+		{"srt", func(s, k string) []string {
+			return encoderArgs(h264AAC, 20, []string{"-f", "mpegts"}, o.srtURL("publish:"+s+":"+k))
+		}, func(s string) []string {
+			return encoderArgs(h264AAC, 20, []string{"-f", "mpegts"}, o.srtURL("publish:"+s))
+		}},
+		{"rtsp", func(s, k string) []string {
+			return encoderArgs(h264AAC, 20, []string{"-f", "rtsp", "-rtsp_transport", "tcp"}, o.rtspURL(s)+"?key="+k)
+		}, func(s string) []string {
+			return encoderArgs(h264AAC, 20, []string{"-f", "rtsp", "-rtsp_transport", "tcp"}, o.rtspURL(s))
+		}},
+		{"rtsp-password", func(s, k string) []string {
+			return encoderArgs(h264AAC, 20, []string{"-f", "rtsp", "-rtsp_transport", "tcp"},
+				"rtsp://studio:"+k+"@"+o.rtspAddr+"/live/"+s)
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream := "keyed-" + tc.name
+			refused := [][]string{tc.args(stream, "wrong-key")}
+			if tc.nokey != nil {
+				refused = append(refused, tc.nokey(stream))
+			}
+			for _, args := range refused {
+				p := startProc(t, "ffmpeg "+tc.name+" (wrong key)", nil, "ffmpeg", args...)
+				if !p.waitExit(15 * time.Second) {
+					p.kill()
+					t.Fatalf("ffmpeg with a wrong key was still publishing after 15 s")
+				}
+				if p.exitCode() == 0 {
+					t.Fatalf("ffmpeg with a wrong key exited 0")
+				}
+				if r, err := httpGet(ctx, c, o.url("/live/"+stream+"/index.m3u8")); err != nil || r.status != http.StatusNotFound {
+					t.Fatalf("after a refused publish: %d %v, want 404", r.status, err)
+				}
+			}
+			// The RTSP listener rate-limits its refusal lines, so the
+			// password case, right after the query case, may be folded.
+			if lines := o.logLines("refused", stream); len(lines) == 0 && tc.name != "rtsp-password" {
+				t.Errorf("no refusal logged for %s", stream)
+			}
+			ok := startProc(t, "ffmpeg "+tc.name+" (right key)", nil, "ffmpeg", tc.args(stream, "sesame-1234")...)
+			defer ok.kill()
+			waitPlaylist(t, ctx, c, o.url("/live/"+stream+"/media.m3u8"), "a complete segment", hasComplete(1))
+		})
+	}
+}
+
+// Random bytes at the SRT, RTSP (TCP and UDP) and RTMP ports leave the
+// other streams playing.
+func TestGarbageOnIngestPorts(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 120*time.Second)
+	o := startIngestOrigin(t)
+	c := newHTTPClient(t)
+	srt := startProc(t, "ffmpeg srt", nil, "ffmpeg",
+		encoderArgs(h264AAC, 60, []string{"-f", "mpegts"}, o.srtURL("publish:good-srt"))...)
+	defer srt.kill()
+	rtsp := startProc(t, "ffmpeg rtsp", nil, "ffmpeg",
+		encoderArgs(h264AAC, 60, []string{"-f", "rtsp", "-rtsp_transport", "udp"}, o.rtspURL("good-rtsp"))...)
+	defer rtsp.kill()
+	for _, s := range []string{"good-srt", "good-rtsp"} {
+		waitPlaylist(t, ctx, c, o.url("/live/"+s+"/media.m3u8"), "a complete segment", hasComplete(1))
+	}
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		junk := make([]byte, 1500)
+		rtpPort := o.rtspUDP
+		host, p, _ := net.SplitHostPort(rtpPort)
+		port, _ := strconv.Atoi(p)
+		rtcp := net.JoinHostPort(host, strconv.Itoa(port+1))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, addr := range []string{o.srtAddr, rtpPort, rtcp} {
+				if conn, err := net.Dial("udp", addr); err == nil {
+					for range 20 {
+						rand.Read(junk)
+						conn.Write(junk[:1+int(junk[0])*5]) //nolint:errcheck
+					}
+					conn.Close()
+				}
+			}
+			for _, addr := range []string{o.rtspAddr, o.rtmpAddr} {
+				if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+					rand.Read(junk)
+					conn.SetDeadline(time.Now().Add(500 * time.Millisecond)) //nolint:errcheck
+					if addr == o.rtspAddr {
+						// A request line, then noise where headers belong.
+						conn.Write([]byte("ANNOUNCE rtsp://" + addr + "/live/good-rtsp RTSP/1.0\r\nCSeq: 1\r\n")) //nolint:errcheck
+					}
+					conn.Write(junk) //nolint:errcheck
+					conn.Close()
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	for _, s := range []string{"good-srt", "good-rtsp"} {
+		st := playMedia(t, o.url("/live/"+s+"/index.m3u8"), 4*time.Second, 30*time.Second)
+		for _, p := range mediaProblems(st, "H264", "MPEG4Audio", 4*time.Second) {
+			t.Errorf("%s while under garbage: %s", s, p)
+		}
+	}
+	close(stop)
+	<-done
+	o.requireAlive(t)
+	if srt.exited() || rtsp.exited() {
+		t.Fatalf("a good publisher was disconnected: srt exited %v, rtsp exited %v", srt.exited(), rtsp.exited())
+	}
+}
+
+// --pull reads an RTSP server the test runs (standing in for a camera):
+// an always-on pull serves at once, an on-demand one when a viewer asks.
+func TestRTSPPull(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 180*time.Second)
+	camAddr := freeAddr(t)
+	cam := &rtsptest.Server{Addr: camAddr, User: "admin", Pass: "cam-pw-77"}
+	if err := cam.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cam.Close)
+	enc := startProc(t, "ffmpeg to camera", nil, "ffmpeg",
+		encoderArgs(h265Opus, 90, []string{"-f", "rtsp", "-rtsp_transport", "tcp"}, "rtsp://"+camAddr+"/stream1")...)
+	defer enc.kill()
+	src := "rtsp://admin:cam-pw-77@" + camAddr + "/stream1"
+	o := startIngestOrigin(t, "--pull", "cam="+src, "--pull", "lazy=ondemand:"+src, "--publish-key", "k-123456")
+	c := newHTTPClient(t)
+
+	waitPlaylist(t, ctx, c, o.url("/live/cam/media.m3u8"), "a complete segment", hasComplete(1))
+	s := playMedia(t, o.url("/live/cam/index.m3u8"), 4*time.Second, 40*time.Second)
+	for _, p := range mediaProblems(s, "H265", "Opus", 4*time.Second) {
+		t.Error(p)
+	}
+	if got := advertisedCodecs(t, ctx, c, o.url("/live/cam/index.m3u8")); !sameCodecs(got, s.codecs) {
+		t.Errorf("CODECS=%q, init segment says %v", got, s.codecs)
+	}
+
+	// Nobody has asked for the on-demand stream: it is not pulled.
+	if lines := o.logLines("rtsp pull started", "stream=lazy"); len(lines) != 0 {
+		t.Fatalf("on-demand pull started without a viewer: %v", lines)
+	}
+	s = playMedia(t, o.url("/live/lazy/index.m3u8"), 3*time.Second, 40*time.Second)
+	for _, p := range mediaProblems(s, "H265", "Opus", 3*time.Second) {
+		t.Error(p)
+	}
+	if strings.Contains(o.stderr.String(), "cam-pw-77") {
+		t.Error("the camera password is in the log")
+	}
+}
