@@ -232,7 +232,11 @@ func (s *Session) SetTracks(tracks []Track) error {
 	if err := s.pk.Reconfigure(tracks); err != nil {
 		return err
 	}
-	s.Log.Info("publisher changed codec parameters; new init segment after a discontinuity")
+	codecs := ""
+	if in := s.pk.Init(); in != nil {
+		codecs = in.Codecs
+	}
+	s.Log.Info("publisher changed codec parameters; new init segment after a discontinuity", "codecs", codecs)
 	return nil
 }
 
@@ -288,8 +292,12 @@ func (s *Session) write(size int, f func(*Packager) error) error {
 		}
 	}
 	s.winBytes += int64(size)
+	before := s.pk.Init()
 	if err := f(s.pk); err != nil {
 		s.Drop(err)
+	}
+	if after := s.pk.Init(); before != nil && after != before {
+		s.Log.Info("publisher changed codec parameters; new init segment after a discontinuity", "codecs", after.Codecs)
 	}
 	return nil
 }

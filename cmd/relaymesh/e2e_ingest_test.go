@@ -2,12 +2,20 @@ package main
 
 import (
 	"crypto/rand"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	mp4codecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mp4/codecs"
 
 	"github.com/relaymesh/relaymesh/ingest/rtsp/rtsptest"
 )
@@ -238,5 +246,204 @@ func TestRTSPPull(t *testing.T) {
 	}
 	if strings.Contains(o.stderr.String(), "cam-pw-77") {
 		t.Error("the camera password is in the log")
+	}
+}
+
+// An encoder that changes resolution mid-stream (new SPS in-band over SRT)
+// gets a new init segment after a discontinuity; playback goes on.
+func TestResolutionChangeOverSRT(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 120*time.Second)
+	dir := t.TempDir()
+	var clip []byte
+	for _, size := range []string{"320x240", "640x360"} {
+		out := filepath.Join(dir, size+".ts")
+		p := startProc(t, "ffmpeg clip "+size, nil, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+			"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+			"-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-c:a", "aac", "-f", "mpegts", out)
+		if !p.waitExit(60*time.Second) || p.exitCode() != 0 {
+			t.Fatalf("making the %s clip failed: %s", size, p.stderr.String())
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clip = append(clip, b...)
+	}
+	both := filepath.Join(dir, "both.ts")
+	if err := os.WriteFile(both, clip, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := startIngestOrigin(t)
+	c := newHTTPClient(t)
+	enc := startProc(t, "ffmpeg srt", nil, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+		"-re", "-i", both, "-c", "copy", "-f", "mpegts", o.srtURL("publish:switch"))
+	defer enc.kill()
+
+	media := o.url("/live/switch/media.m3u8")
+	pl := waitPlaylist(t, ctx, c, media, "a second init segment after a discontinuity", func(pl *mediaPlaylist) bool {
+		return strings.Count(pl.Raw, "#EXT-X-MAP:") >= 2 && strings.Contains(pl.Raw, "#EXT-X-DISCONTINUITY\n")
+	})
+	maps := regexp.MustCompile(`#EXT-X-MAP:URI="([^"]+)"`).FindAllStringSubmatch(pl.Raw, -1)
+	var sizes []string
+	for _, m := range maps {
+		tracks := parseInit(t, mustGet(t, ctx, c, o.url("/live/switch/"+m[1])))
+		for _, tr := range tracks {
+			if h, ok := tr.Codec.(*mp4codecs.H264); ok {
+				var sps h264.SPS
+				if err := sps.Unmarshal(h.SPS); err != nil {
+					t.Fatal(err)
+				}
+				sizes = append(sizes, fmt.Sprintf("%dx%d", sps.Width(), sps.Height()))
+			}
+		}
+	}
+	if len(sizes) != 2 || sizes[0] != "320x240" || sizes[1] != "640x360" {
+		t.Fatalf("init segments are %v, want 320x240 then 640x360\n%s", sizes, pl.Raw)
+	}
+	if lines := o.logLines("new init segment after a discontinuity", "stream=switch"); len(lines) == 0 {
+		t.Error("the change was not logged")
+	}
+}
+
+// An on-demand camera behind an origin, watched through an edge: the
+// origin offers it to the mesh before it runs, the edge's subscription
+// wakes it, and once nobody watches the origin lets the camera go.
+func TestOnDemandPullThroughEdge(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 180*time.Second)
+	camAddr := freeAddr(t)
+	cam := &rtsptest.Server{Addr: camAddr}
+	if err := cam.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cam.Close)
+	enc := startProc(t, "ffmpeg to camera", nil, "ffmpeg",
+		encoderArgs(h264AAC, 120, []string{"-f", "rtsp", "-rtsp_transport", "tcp"}, "rtsp://"+camAddr+"/cam")...)
+	defer enc.kill()
+
+	const key = "on-demand-test-key"
+	origin := startMeshOrigin(t, "origin", key, "--pull", "door=ondemand:rtsp://"+camAddr+"/cam", "--idle", "2s")
+	edge := startMeshEdge(t, "edge-1", key, origin.meshAddr, "--idle", "2s", "--prewarm", "0")
+	c := newHTTPClient(t)
+	waitMembers(t, ctx, c, 2, origin, edge)
+	if cam.Describes() != 0 {
+		t.Fatal("the camera was read before anyone watched")
+	}
+
+	s := playMedia(t, edge.url("/live/door/index.m3u8"), 3*time.Second, 40*time.Second)
+	for _, p := range mediaProblems(s, "H264", "MPEG4Audio", 3*time.Second) {
+		t.Error(p)
+	}
+	if lines := origin.logLines("rtsp pull started", "stream=door"); len(lines) != 1 {
+		t.Errorf("origin started the pull %d times, want once: %v", len(lines), lines)
+	}
+	if lines := edge.logLines("stream=door"); len(lines) == 0 {
+		t.Error("the edge logged nothing about the stream")
+	}
+	// The viewer has gone: the edge drops its subscription after its idle
+	// time, and the origin then stops pulling the camera.
+	origin.waitLog(t, 60*time.Second, "about the idle pull stopping", func(line string) bool {
+		return strings.Contains(line, "stream=door") && strings.Contains(line, "no demand")
+	})
+}
+
+// --publish-keys is re-read on SIGHUP: a key taken out stops working, a
+// new one starts, and a broken file keeps the keys in force.
+func TestPublishKeysReloadOnSIGHUP(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 120*time.Second)
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte("# stream key\nshow old-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := startIngestOrigin(t, "--publish-keys", keys)
+	c := newHTTPClient(t)
+	publish := func(name, key string) *proc {
+		return startProc(t, "ffmpeg "+name+" key "+key, nil, "ffmpeg",
+			encoderArgs(h264AAC, 6, []string{"-f", "flv"}, o.rtmpURL(name)+"?key="+key)...)
+	}
+	refused := func(name, key string) {
+		t.Helper()
+		p := publish(name, key)
+		if !p.waitExit(15*time.Second) || p.exitCode() == 0 {
+			p.kill()
+			t.Fatalf("publish %s with key %q was not refused", name, key)
+		}
+	}
+	accepted := func(name, key string) {
+		t.Helper()
+		p := publish(name, key)
+		defer p.kill()
+		waitPlaylist(t, ctx, c, o.url("/live/"+name+"/media.m3u8"), "a complete segment", hasComplete(1))
+	}
+	hup := func() {
+		t.Helper()
+		n := len(o.logLines("publish keys"))
+		if err := o.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		o.waitLog(t, 10*time.Second, "after SIGHUP", func(string) bool { return len(o.logLines("publish keys")) > n })
+	}
+	accepted("show", "old-key")
+	refused("other", "old-key") // not in the file, and no --publish-key
+
+	if err := os.WriteFile(keys, []byte("show new-key\nother other-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup()
+	refused("show2", "old-key")
+	refused("show", "old-key")
+	accepted("other", "other-key")
+
+	if err := os.WriteFile(keys, []byte("show\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup()
+	if lines := o.logLines("publish keys not reloaded", "line 1"); len(lines) != 1 {
+		t.Fatalf("a broken keys file was not reported: %v", o.logLines("publish keys"))
+	}
+	accepted("other", "other-key") // the previous keys stay in force
+	o.requireAlive(t)
+}
+
+// Limits: a stream above --max-bitrate is disconnected with a log line,
+// and a stream beyond --max-streams is refused.
+func TestIngestLimits(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 120*time.Second)
+	c := newHTTPClient(t)
+
+	o := startIngestOrigin(t, "--max-bitrate", "100k")
+	p := startProc(t, "ffmpeg (too fast)", nil, "ffmpeg",
+		encoderArgs(h264AAC, 60, []string{"-b:v", "1M", "-f", "mpegts"}, o.srtURL("publish:fat"))...)
+	defer p.kill()
+	o.waitLog(t, 30*time.Second, "about the bitrate limit", func(line string) bool {
+		return strings.Contains(line, "stream=fat") && strings.Contains(line, "above --max-bitrate")
+	})
+	if !p.waitExit(20 * time.Second) {
+		t.Error("the encoder above --max-bitrate is still connected")
+	}
+
+	o2 := startIngestOrigin(t, "--max-streams", "1")
+	first := startProc(t, "ffmpeg (first)", nil, "ffmpeg",
+		encoderArgs(h264AAC, 60, []string{"-f", "mpegts"}, o2.srtURL("publish:first"))...)
+	defer first.kill()
+	waitPlaylist(t, ctx, c, o2.url("/live/first/media.m3u8"), "a complete segment", hasComplete(1))
+	second := startProc(t, "ffmpeg (second)", nil, "ffmpeg",
+		encoderArgs(h264AAC, 60, []string{"-f", "flv"}, o2.rtmpURL("second"))...)
+	if !second.waitExit(15*time.Second) || second.exitCode() == 0 {
+		second.kill()
+		t.Fatal("a stream beyond --max-streams was not refused")
+	}
+	if lines := o2.logLines("refused", "stream=second", "max-streams"); len(lines) == 0 {
+		t.Error("the refusal does not name --max-streams")
+	}
+	if first.exited() {
+		t.Error("the first stream was disturbed")
 	}
 }
