@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/hex"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -326,4 +327,70 @@ func TestReconfigure(t *testing.T) {
 	if discs != 1 {
 		t.Fatalf("%d discontinuities, want 1", discs)
 	}
+}
+
+// FuzzPackagerH265Opus feeds H.265 access units whose parameter sets
+// arrive in-band and change, mixed with Opus packets: the packager must
+// not panic, every segment must start with a sync sample, and decode time
+// must never go backwards, running on without gaps between discontinuities.
+func FuzzPackagerH265Opus(f *testing.F) {
+	f.Add([]byte{0, 33, 2, 33, 1, 20, 2, 33, 3, 40, 1, 20, 0, 33, 2, 33})
+	f.Add([]byte{3, 10, 0, 33, 2, 33, 4, 5, 1, 33, 2, 33, 1, 20})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		reg := newTestRegistry()
+		defer reg.Close()
+		pub, _ := reg.Publish("hevc")
+		cfg := PackagerConfig{PartTarget: 100 * time.Millisecond, MinSegment: 300 * time.Millisecond}
+		pk, err := NewPackager(pub, []Track{{Codec: &mp4codecs.H265{}}, {Codec: &mp4codecs.Opus{ChannelCount: 2}}}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ts time.Duration
+		k := 0
+		for len(data) >= 2 {
+			op, step := data[0], data[1]
+			data = data[2:]
+			ts += time.Duration(step) * time.Millisecond
+			k++
+			switch op % 6 {
+			case 0: // keyframe with the small parameter sets
+				pk.WriteH265(0, ts, ts, h265AU(k, true)) //nolint:errcheck
+			case 1: // keyframe with the big ones: a resolution change
+				pk.WriteH265(0, ts, ts, [][]byte{testVPS265big, testSPS265big, testPPS265, {0x26, 0x01, 0xaf, byte(k)}}) //nolint:errcheck
+			case 2:
+				pk.WriteH265(0, ts, ts, h265AU(k, false)) //nolint:errcheck
+			case 3: // a raw NAL unit from the input
+				n := min(int(op>>3), len(data))
+				pk.WriteH265(0, ts, ts, [][]byte{data[:n]}) //nolint:errcheck
+				data = data[n:]
+			default:
+				pk.WriteOpus(1, ts, opusPacket(k)) //nolint:errcheck
+			}
+		}
+		pk.Close()
+		pub.Close()
+
+		end := map[int]uint64{}
+		for _, seg := range pub.Stream.Snapshot().Segments {
+			for i, p := range seg.Parts {
+				pp := parsePart(t, p)
+				if v := pp.tracks[videoTrackID]; i == 0 && (v == nil || !p.Independent || v.Samples[0].IsNonSyncSample) {
+					t.Fatalf("segment %d does not start with a sync sample", seg.MSN)
+				}
+				for id, tr := range pp.tracks {
+					if prev, ok := end[id]; ok {
+						if tr.BaseTime < prev || (tr.BaseTime != prev && !(i == 0 && seg.Discontinuity) && id == videoTrackID) {
+							t.Fatalf("part %d track %d: BaseTime %d after %d", p.N, id, tr.BaseTime, prev)
+						}
+					}
+					end[id] = tr.BaseTime + trackDuration(tr)
+					for _, s := range tr.Samples {
+						if s.Duration == 0 || s.Duration > math.MaxInt32 {
+							t.Fatalf("part %d track %d: sample duration %d", p.N, id, s.Duration)
+						}
+					}
+				}
+			}
+		}
+	})
 }

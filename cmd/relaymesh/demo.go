@@ -86,7 +86,7 @@ func runDemo(cmd *cobra.Command, f *nodeFlags) error {
 	for i := 1; i <= 2; i++ {
 		ef := *f
 		ef.NodeName = "edge-" + strconv.Itoa(i)
-		ef.RTMP, ef.SRT, ef.RTSP = "", "", ""
+		ef.RTMP, ef.SRT, ef.RTSP, ef.Pull = "", "", "", nil
 		ef.Mesh, ef.Relay = "127.0.0.1:0", "127.0.0.1:0"
 		ef.Join = origin.cluster.mesh.Addr()
 		ef.Parent = parent
@@ -174,11 +174,28 @@ func printDemo(w io.Writer, nodes []*node) {
 	if ln := nodes[0].httpLn; ln != nil {
 		fmt.Fprintf(w, "`relaymesh status --api http://%s%s` shows the mesh.\n", displayHost(ln), port(ln))
 	}
+	o := nodes[0]
+	var publish []string
+	if o.rtmpLn != nil {
+		publish = append(publish, "rtmp://"+displayHost(o.rtmpLn)+port(o.rtmpLn)+"/live/{stream}")
+	}
+	if o.srtLn != nil {
+		publish = append(publish, "srt://"+displayHost(o.srtLn)+port(o.srtLn)+"?streamid=publish:{stream}")
+	}
+	if o.rtspLn != nil {
+		publish = append(publish, "rtsp://"+displayHost(o.rtspLn)+port(o.rtspLn)+"/live/{stream}")
+	}
+	if len(publish) > 0 {
+		fmt.Fprintf(w, "Publish your own stream to the origin:\n")
+		for _, u := range publish {
+			fmt.Fprintf(w, "  %s\n", u)
+		}
+	}
 	fmt.Fprintln(w)
 }
 
 // displayHost is the host to print in URLs: loopback for wildcard binds.
-func displayHost(ln net.Listener) string {
+func displayHost(ln interface{ Addr() net.Addr }) string {
 	host, _, _ := net.SplitHostPort(ln.Addr().String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		return "127.0.0.1"

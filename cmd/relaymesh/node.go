@@ -305,7 +305,7 @@ func (n *node) handler() http.Handler {
 			fmt.Fprintf(w, "  %s\n    play: %sindex.m3u8\n    watch in a browser: %s\n", s, base, base)
 		}
 		if len(names) == 0 {
-			fmt.Fprintln(w, "  (none: publish to rtmp://HOST/live/{stream})")
+			fmt.Fprintln(w, "  (none: publish to rtmp://HOST/live/{stream}, srt://HOST:6000?streamid=publish:{stream}\n   or rtsp://HOST:8554/live/{stream})")
 		}
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
