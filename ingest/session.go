@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/internal/ratelog"
@@ -59,6 +60,86 @@ type Gate struct {
 
 	mu       sync.Mutex
 	sessions map[string]*Session
+	ended    map[string]counts // totals of sessions that ended, per stream
+	refused  map[Refusal]int64 // Admit refusals
+}
+
+// Refusal names a kind of refused publish, for metrics.
+type Refusal struct {
+	Proto  string
+	Reason string // "unauthorized", "busy", "too_many_streams" or "bad_name"
+}
+
+// counts are what a session has received.
+type counts struct {
+	bytes, frames, dropped int64
+}
+
+// PublisherStats describe one stream's publishing, for metrics.
+type PublisherStats struct {
+	Stream string
+	Proto  string // of the live publisher, "" when none
+	Live   bool
+	// Bytes, Frames and Dropped count media since the node started, over
+	// every publisher the stream has had.
+	Bytes, Frames, Dropped int64
+}
+
+// Stats reports every stream published through the gate since it started.
+func (g *Gate) Stats() []PublisherStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]PublisherStats, 0, len(g.ended)+len(g.sessions))
+	seen := map[string]int{}
+	for name, c := range g.ended {
+		seen[name] = len(out)
+		out = append(out, PublisherStats{Stream: name, Bytes: c.bytes, Frames: c.frames, Dropped: c.dropped})
+	}
+	for name, s := range g.sessions {
+		c := s.counts()
+		i, ok := seen[name]
+		if !ok {
+			i = len(out)
+			out = append(out, PublisherStats{Stream: name})
+		}
+		st := &out[i]
+		st.Proto, st.Live = s.proto, true
+		st.Bytes += c.bytes
+		st.Frames += c.frames
+		st.Dropped += c.dropped
+	}
+	return out
+}
+
+// Refused reports how many publishes Admit refused, by protocol and reason.
+func (g *Gate) Refused() map[Refusal]int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[Refusal]int64, len(g.refused))
+	for k, v := range g.refused {
+		out[k] = v
+	}
+	return out
+}
+
+func (g *Gate) countRefusal(proto string, err error) {
+	reason := "other"
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		reason = "unauthorized"
+	case errors.Is(err, relay.ErrStreamBusy):
+		reason = "busy"
+	case errors.Is(err, ErrTooManyStreams):
+		reason = "too_many_streams"
+	case errors.Is(err, relay.ErrBadStreamName):
+		reason = "bad_name"
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.refused == nil {
+		g.refused = map[Refusal]int64{}
+	}
+	g.refused[Refusal{Proto: proto, Reason: reason}]++
 }
 
 // Request describes a publisher asking to publish.
@@ -74,6 +155,14 @@ type Request struct {
 
 // Admit checks a publisher and claims its stream.
 func (g *Gate) Admit(req Request) (*Session, error) {
+	s, err := g.admit(req)
+	if err != nil {
+		g.countRefusal(req.Proto, err)
+	}
+	return s, err
+}
+
+func (g *Gate) admit(req Request) (*Session, error) {
 	if !relay.ValidName(req.Stream) {
 		return nil, fmt.Errorf("publish %q: %w", req.Stream, relay.ErrBadStreamName)
 	}
@@ -114,6 +203,7 @@ func (g *Gate) Admit(req Request) (*Session, error) {
 	}
 	s := &Session{
 		Stream: req.Stream,
+		proto:  req.Proto,
 		Log:    log.With("stream", req.Stream, "proto", req.Proto, "peer", req.Peer),
 		g:      g,
 		pub:    pub,
@@ -162,9 +252,12 @@ type Session struct {
 	// Log carries the stream, protocol and peer.
 	Log *slog.Logger
 
-	g   *Gate
-	pub *relay.Publication
-	now func() time.Time
+	g     *Gate
+	pub   *relay.Publication
+	now   func() time.Time
+	proto string
+
+	bytes, frames, dropped atomic.Int64
 
 	mu         sync.Mutex
 	pk         *Packager
@@ -292,6 +385,8 @@ func (s *Session) write(size int, f func(*Packager) error) error {
 		}
 	}
 	s.winBytes += int64(size)
+	s.bytes.Add(int64(size))
+	s.frames.Add(1)
 	before := s.pk.Init()
 	if err := f(s.pk); err != nil {
 		s.Drop(err)
@@ -302,8 +397,14 @@ func (s *Session) write(size int, f func(*Packager) error) error {
 	return nil
 }
 
-// Drop logs bad input from the publisher, at most once every few seconds.
+func (s *Session) counts() counts {
+	return counts{bytes: s.bytes.Load(), frames: s.frames.Load(), dropped: s.dropped.Load()}
+}
+
+// Drop logs bad input from the publisher, at most once every few seconds,
+// and counts it.
 func (s *Session) Drop(err error) {
+	s.dropped.Add(1)
 	if ok, suppressed := s.drops.Allow(); ok {
 		s.Log.Warn("dropped bad input from publisher", "err", err, "suppressed", suppressed)
 	}
@@ -325,6 +426,11 @@ func (s *Session) Close() {
 		if g.sessions[s.Stream] == s {
 			delete(g.sessions, s.Stream)
 		}
+		if g.ended == nil {
+			g.ended = map[string]counts{}
+		}
+		c, sc := g.ended[s.Stream], s.counts()
+		g.ended[s.Stream] = counts{bytes: c.bytes + sc.bytes, frames: c.frames + sc.frames, dropped: c.dropped + sc.dropped}
 		g.mu.Unlock()
 	})
 }

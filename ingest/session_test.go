@@ -176,9 +176,41 @@ func TestGateAdmit(t *testing.T) {
 		t.Fatalf("after a stream ended: %v", err)
 	}
 	a.Close()
+	if err := c.SetTracks([]Track{h264Track()}); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 3 {
+		ts := time.Duration(k) * time.Second / 30
+		if err := c.WriteH264(0, ts, ts, videoAU(k, k == 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Drop(errors.New("a bad packet"))
+	live := g.Stats()
 	c.Close()
 	if g.Live() != 0 {
 		t.Fatalf("%d live after closing all", g.Live())
+	}
+	stats := map[string]PublisherStats{}
+	for _, s := range g.Stats() {
+		stats[s.Stream] = s
+	}
+	if st := stats["c"]; st.Live || st.Frames != 3 || st.Bytes == 0 || st.Dropped != 1 {
+		t.Fatalf("stats of c after it ended: %+v", st)
+	}
+	for _, s := range live {
+		if s.Stream == "c" && (!s.Live || s.Proto != "") {
+			t.Fatalf("stats of c while live: %+v", s)
+		}
+	}
+	refused := g.Refused()
+	for _, r := range []struct {
+		reason string
+		n      int64
+	}{{"unauthorized", 1}, {"bad_name", 1}, {"busy", 1}, {"too_many_streams", 1}} {
+		if got := refused[Refusal{Reason: r.reason}]; got != r.n {
+			t.Errorf("refused %s: %d, want %d (all: %v)", r.reason, got, r.n, refused)
+		}
 	}
 }
 

@@ -63,6 +63,11 @@ func runDemo(cmd *cobra.Command, f *nodeFlags) error {
 	if !fs.Changed("relay") || f.Relay == "" {
 		f.Relay = "127.0.0.1:0"
 	}
+	// Port 8000 is often taken by development servers; the demo accepts
+	// RTSP publishers over TCP unless told otherwise.
+	if !fs.Changed("rtsp-udp") {
+		f.RTSPUDP = ""
+	}
 	if f.ClusterKey == "" {
 		var b [16]byte
 		rand.Read(b[:])

@@ -125,15 +125,23 @@ func TestPublishKeyRefusesWrongKey(t *testing.T) {
 					t.Fatalf("after a refused publish: %d %v, want 404", r.status, err)
 				}
 			}
-			// The RTSP listener rate-limits its refusal lines, so the
-			// password case, right after the query case, may be folded.
-			if lines := o.logLines("refused", stream); len(lines) == 0 && tc.name != "rtsp-password" {
+			if lines := o.logLines("refused", stream); len(lines) == 0 {
 				t.Errorf("no refusal logged for %s", stream)
 			}
 			ok := startProc(t, "ffmpeg "+tc.name+" (right key)", nil, "ffmpeg", tc.args(stream, "sesame-1234")...)
 			defer ok.kill()
 			waitPlaylist(t, ctx, c, o.url("/live/"+stream+"/media.m3u8"), "a complete segment", hasComplete(1))
+			m := mustScrape(t, ctx, c, &meshNode{daemon: o.daemon, nodeName: "origin"})
+			if v := m.value(`relaymesh_ingest_bytes_total{stream="` + stream + `"}`); v <= 0 {
+				t.Errorf("relaymesh_ingest_bytes_total for %s is %g", stream, v)
+			}
 		})
+	}
+	m := mustScrape(t, ctx, c, &meshNode{daemon: o.daemon, nodeName: "origin"})
+	for proto, least := range map[string]float64{"rtmp": 2, "srt": 2, "rtsp": 2} {
+		if v := m.value(`relaymesh_ingest_refused_total{proto="` + proto + `",reason="unauthorized"}`); v < least {
+			t.Errorf("relaymesh_ingest_refused_total for %s is %g, want at least %g", proto, v, least)
+		}
 	}
 }
 

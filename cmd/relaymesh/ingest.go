@@ -87,26 +87,29 @@ func (n *node) newGate() (*ingest.Gate, error) {
 	}, nil
 }
 
-// reloadKeysOnHangup re-reads --publish-keys on every SIGHUP until ctx ends.
+// reloadKeysOnHangup re-reads --publish-keys on every SIGHUP until ctx
+// ends. Without a keys file SIGHUP is logged and otherwise ignored, rather
+// than ending the process as it would by default.
 func (n *node) reloadKeysOnHangup(ctx context.Context) error {
-	keys := n.gate.Keys
-	if keys == nil || keys.File == "" {
-		return nil
-	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	keys := n.gate.Keys
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-hup:
-			if err := keys.Reload(); err != nil {
-				n.log.Error("publish keys not reloaded; the previous keys stay in force", "err", err)
-				continue
-			}
-			n.log.Info("publish keys reloaded", "file", keys.File, "streams", keys.Len())
 		}
+		if keys == nil || keys.File == "" {
+			n.log.Info("SIGHUP: nothing to reload (no --publish-keys file)")
+			continue
+		}
+		if err := keys.Reload(); err != nil {
+			n.log.Error("publish keys not reloaded; the previous keys stay in force", "err", err)
+			continue
+		}
+		n.log.Info("publish keys reloaded", "file", keys.File, "streams", keys.Len())
 	}
 }
 
@@ -197,6 +200,15 @@ func (n *node) listenRTSP() error {
 		}
 		n.rtsp.UDPRTPAddress = f.RTSPUDP
 		n.rtsp.UDPRTCPAddress = net.JoinHostPort(host, strconv.Itoa(port+1))
+		// The RTSP server binds these when it starts; a busy port should
+		// stop the node now, with the flag named, not after start-up.
+		for _, addr := range []string{n.rtsp.UDPRTPAddress, n.rtsp.UDPRTCPAddress} {
+			pc, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return fmt.Errorf("--rtsp-udp %s: %w (pick another even port, or --rtsp-udp \"\" for TCP only)", f.RTSPUDP, err)
+			}
+			pc.Close()
+		}
 	}
 	var err error
 	n.rtspLn, err = listen("rtsp", f.RTSP)

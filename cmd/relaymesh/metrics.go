@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/relaymesh/relaymesh/ingest"
 )
 
 // metrics are one node's Prometheus series, on a registry of its own so
@@ -109,5 +111,45 @@ func (c *viewerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- viewersDe
 func (c *viewerCollector) Collect(ch chan<- prometheus.Metric) {
 	for stream, n := range c.viewers() {
 		ch <- prometheus.MustNewConstMetric(viewersDesc, prometheus.GaugeValue, float64(n), stream)
+	}
+}
+
+var (
+	ingestPublishersDesc = prometheus.NewDesc("relaymesh_ingest_publishers",
+		"Encoders and pulls publishing to this node now.", []string{"proto"}, nil)
+	ingestBytesDesc = prometheus.NewDesc("relaymesh_ingest_bytes_total",
+		"Media bytes received from publishers (audio and video payload).", []string{"stream"}, nil)
+	ingestFramesDesc = prometheus.NewDesc("relaymesh_ingest_frames_total",
+		"Access units received from publishers.", []string{"stream"}, nil)
+	ingestDroppedDesc = prometheus.NewDesc("relaymesh_ingest_dropped_total",
+		"Access units or packets dropped as malformed, oversized or out of order.", []string{"stream"}, nil)
+	ingestRefusedDesc = prometheus.NewDesc("relaymesh_ingest_refused_total",
+		"Publishes refused: wrong key, stream busy, too many streams, bad name.", []string{"proto", "reason"}, nil)
+)
+
+// ingestCollector reports the ingest gate's counters at scrape time.
+type ingestCollector struct{ gate *ingest.Gate }
+
+func (c ingestCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{ingestPublishersDesc, ingestBytesDesc, ingestFramesDesc, ingestDroppedDesc, ingestRefusedDesc} {
+		ch <- d
+	}
+}
+
+func (c ingestCollector) Collect(ch chan<- prometheus.Metric) {
+	live := map[string]int{}
+	for _, s := range c.gate.Stats() {
+		if s.Live {
+			live[s.Proto]++
+		}
+		ch <- prometheus.MustNewConstMetric(ingestBytesDesc, prometheus.CounterValue, float64(s.Bytes), s.Stream)
+		ch <- prometheus.MustNewConstMetric(ingestFramesDesc, prometheus.CounterValue, float64(s.Frames), s.Stream)
+		ch <- prometheus.MustNewConstMetric(ingestDroppedDesc, prometheus.CounterValue, float64(s.Dropped), s.Stream)
+	}
+	for proto, n := range live {
+		ch <- prometheus.MustNewConstMetric(ingestPublishersDesc, prometheus.GaugeValue, float64(n), proto)
+	}
+	for r, n := range c.gate.Refused() {
+		ch <- prometheus.MustNewConstMetric(ingestRefusedDesc, prometheus.CounterValue, float64(n), r.Proto, r.Reason)
 	}
 }

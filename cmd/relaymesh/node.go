@@ -188,6 +188,7 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 		n.close()
 		return nil, err
 	}
+	n.metrics.reg.MustRegister(ingestCollector{n.gate})
 	if f.RTMP != "" {
 		if n.rtmpLn, err = listen("rtmp", f.RTMP); err != nil {
 			n.close()

@@ -291,7 +291,9 @@ func (h *handler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (res *ba
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
-// refuse answers an Admit error the way encoders understand.
+// refuse answers an Admit error the way encoders understand. Each refusal
+// is logged, as on the other protocols: they are what an operator audits
+// (a wrong key may be someone guessing).
 func (h *handler) refuse(log *slog.Logger, err error, keyGiven bool) (*base.Response, error) {
 	switch {
 	case errors.Is(err, ingest.ErrUnauthorized) && !keyGiven:
@@ -305,19 +307,19 @@ func (h *handler) refuse(log *slog.Logger, err error, keyGiven bool) (*base.Resp
 			},
 		}, nil
 	case errors.Is(err, ingest.ErrUnauthorized):
-		h.logRefusal(log, slog.LevelWarn, "rtsp publish refused: wrong publish key", "err", err)
+		log.Warn("rtsp publish refused: wrong publish key", "err", err)
 		return refusal(base.StatusUnauthorized, "Wrong Publish Key"), errRefused
 	case errors.Is(err, relay.ErrStreamBusy):
-		h.logRefusal(log, slog.LevelWarn, "rtsp publish refused", "err", err)
+		log.Warn("rtsp publish refused", "err", err)
 		return refusal(409, "Stream Already Has A Publisher"), errRefused
 	case errors.Is(err, relay.ErrBadStreamName):
-		h.logRefusal(log, slog.LevelWarn, "rtsp publish refused", "err", err)
+		log.Warn("rtsp publish refused", "err", err)
 		return refusal(base.StatusBadRequest, "Bad Stream Name"), errRefused
 	case errors.Is(err, ingest.ErrTooManyStreams):
-		h.logRefusal(log, slog.LevelWarn, "rtsp publish refused", "err", err)
+		log.Warn("rtsp publish refused", "err", err)
 		return refusal(base.StatusServiceUnavailable, "Too Many Streams On This Node"), errRefused
 	default:
-		h.logRefusal(log, slog.LevelWarn, "rtsp publish refused", "err", err)
+		log.Warn("rtsp publish refused", "err", err)
 		return refusal(base.StatusServiceUnavailable, "Service Unavailable"), errRefused
 	}
 }
