@@ -67,6 +67,9 @@ func newOriginCmd() *cobra.Command {
 relay its streams.
 
 Publish:  rtmp://HOST:1935/live/{stream}   (OBS: server rtmp://HOST/live, key {stream})
+          srt://HOST:6000?streamid=publish:{stream}
+          rtsp://HOST:8554/live/{stream}
+Pull:     --pull {stream}=rtsp://camera/path  (or {stream}=ondemand:rtsp://...)
 Play:     http://HOST:8080/live/{stream}/index.m3u8
 
 Alone by default. With --cluster-key (and --join for all but the first node)
