@@ -255,6 +255,7 @@ func (p *Puller) pull(ctx context.Context, s *settings) (healthy bool, err error
 		ReadTimeout:   s.timeout,
 		WriteTimeout:  s.timeout,
 		Transport:     s.transport,
+		DialContext:   dialQuickAck,
 		OnPacketsLost: func(lost uint64) { drop(fmt.Errorf("%d RTP packets lost", lost)) },
 		OnDecodeError: drop,
 		OnTransportSwitch: func(err error) {

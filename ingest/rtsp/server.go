@@ -107,7 +107,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// Only Basic: the key is checked by the gate, which needs it in
 		// the clear; Digest would need the key here.
 		AuthMethods: []auth.VerifyMethod{auth.VerifyMethodBasic},
-		Listen:      func(string, string) (net.Listener, error) { return ln, nil },
+		// Interleaved RTP must not wait for delayed ACKs: see quickAckListener.
+		Listen: func(string, string) (net.Listener, error) { return quickAckListener{ln}, nil },
 	}
 	if !s.NoUDP {
 		srv.UDPRTPAddress, srv.UDPRTCPAddress = s.UDPRTPAddress, s.UDPRTCPAddress

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package rtsp
+
+const quickAckSupported = false
+
+func setQuickAck(uintptr) {}
