@@ -455,3 +455,36 @@ func TestIngestLimits(t *testing.T) {
 		t.Error("the first stream was disturbed")
 	}
 }
+
+// --publish-takeover: a second encoder on a live stream wins, even over
+// another protocol; the first is disconnected and the playlist continues
+// after a discontinuity.
+func TestPublishTakeover(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 120*time.Second)
+	o := startIngestOrigin(t, "--publish-takeover")
+	c := newHTTPClient(t)
+	first := startProc(t, "ffmpeg (first, SRT)", nil, "ffmpeg",
+		encoderArgs(h264AAC, 60, []string{"-f", "mpegts"}, o.srtURL("publish:show"))...)
+	defer first.kill()
+	media := o.url("/live/show/media.m3u8")
+	waitPlaylist(t, ctx, c, media, "a complete segment", hasComplete(1))
+
+	second := startProc(t, "ffmpeg (second, RTMP)", nil, "ffmpeg",
+		encoderArgs(h264AAC, 60, []string{"-f", "flv"}, o.rtmpURL("show"))...)
+	defer second.kill()
+	if !first.waitExit(20 * time.Second) {
+		t.Fatal("the first encoder was not disconnected")
+	}
+	waitPlaylist(t, ctx, c, media, "a discontinuity and a segment after it", func(pl *mediaPlaylist) bool {
+		i := strings.Index(pl.Raw, "#EXT-X-DISCONTINUITY\n")
+		return i >= 0 && strings.Contains(pl.Raw[i:], "#EXTINF")
+	})
+	if second.exited() {
+		t.Fatalf("the new encoder exited: %s", second.stderr.String())
+	}
+	if lines := o.logLines("taken over", "stream=show"); len(lines) == 0 {
+		t.Error("the takeover was not logged")
+	}
+}

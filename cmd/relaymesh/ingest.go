@@ -222,6 +222,11 @@ func (n *node) runRTSP(ctx context.Context, g *errgroup.Group) {
 		n.log.Info("rtsp ingest listening", "addr", n.rtspLn.Addr().String(), "publish", "rtsp://HOST"+port(n.rtspLn)+"/live/{stream}")
 	}
 	for _, p := range n.pulls {
+		mode := "always"
+		if p.Source.OnDemand {
+			mode = "on demand"
+		}
+		n.log.Info("rtsp pull configured", "stream", p.Source.Stream, "source", p.Source.String(), "mode", mode)
 		g.Go(func() error { return p.Run(ctx) })
 	}
 	if len(n.pulls) > 0 {
