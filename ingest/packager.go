@@ -172,10 +172,11 @@ func (p *Packager) Init() *relay.Init { return p.init }
 // new init segment and a discontinuity, on the same timeline. Protocols
 // call it when an encoder announces new codec parameters.
 func (p *Packager) Reconfigure(tracks []Track) error {
-	old := p.tracks
+	oldTracks, oldDriver, oldInit := p.tracks, p.driver, p.init
 	p.Close()
 	if err := p.setTracks(tracks); err != nil {
-		p.tracks = old // keep writing what the init segment describes
+		// Keep writing what the current init segment describes.
+		p.tracks, p.driver, p.init = oldTracks, oldDriver, oldInit
 		return err
 	}
 	return nil
