@@ -209,7 +209,7 @@ func RenderMedia(s *relay.Snapshot, partTarget time.Duration, skip bool) []byte 
 	}
 	fmt.Fprintf(&b, "#EXTM3U\n#EXT-X-VERSION:%d\n#EXT-X-TARGETDURATION:%d\n", version, s.TargetDuration)
 	fmt.Fprintf(&b, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=%s,PART-HOLD-BACK=%s,HOLD-BACK=%s\n",
-		seconds(skipUntil), seconds(3*partTarget), seconds(3*td))
+		seconds(skipUntil), seconds(holdBackParts*partTarget), seconds(3*td))
 	fmt.Fprintf(&b, "#EXT-X-PART-INF:PART-TARGET=%s\n", seconds(partTarget))
 	var firstMSN uint64
 	if len(s.Segments) > 0 {

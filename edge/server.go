@@ -153,6 +153,22 @@ func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, st *r
 	writePlaylist(w, r, RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+newSession()), nil)
 }
 
+// holdBackParts is PART-HOLD-BACK in parts: players start that far behind
+// the live edge.
+const holdBackParts = 3
+
+// startable reports whether a player that starts PART-HOLD-BACK behind the
+// live edge of snap starts inside the open segment. Right after a segment
+// boundary it would start among the parts of the segment before, and
+// hls.js 1.7 that starts there does not go on to the open segment's parts
+// until two more segments are complete: seconds of stall. A player's first
+// (non-blocking) playlist request therefore waits up to PART-HOLD-BACK for
+// the open segment to fill.
+func startable(snap *relay.Snapshot) bool {
+	open := snap.Open()
+	return open == nil || !snap.Live || len(open.Parts) >= holdBackParts
+}
+
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
 	s.viewers.seen(st.Name, r)
 	d, err := ParseDirectives(r.URL.Query())
@@ -190,6 +206,17 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 			http.Error(w, "playlist update did not arrive in time", http.StatusServiceUnavailable)
 			return
 		}
+	}
+	if !d.Blocking() && !startable(snap) {
+		// Not a 503 when this runs out: the playlist is valid, only less
+		// convenient to start from.
+		ctx, cancel := context.WithTimeout(r.Context(), (holdBackParts+1)*st.PartTarget)
+		if next, err := st.Wait(ctx, startable); err == nil {
+			snap = next
+		} else {
+			snap = st.Snapshot()
+		}
+		cancel()
 	}
 	if d.Blocking() {
 		cacheFor(w, 6*td)

@@ -321,6 +321,40 @@ func TestServeMediaWaitsForFirstSegment(t *testing.T) {
 	}
 }
 
+// Right after a segment boundary, a player's first playlist waits until
+// the open segment holds PART-HOLD-BACK of parts, so that the player starts
+// inside it (see startable); if none come, the playlist is served anyway.
+func TestServeMediaStartsInOpenSegment(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, relay.RegistryConfig{})
+	f.b.open(false)
+	f.b.segment(2*time.Second, false) // segment 0 complete, segment 1 open and empty
+	ch := f.async(mediaPath)
+	pending(t, ch, 100*time.Millisecond, "playlist with an empty open segment")
+	for range holdBackParts - 1 {
+		f.b.part(testPartTarget)
+	}
+	pending(t, ch, 100*time.Millisecond, "playlist with too few parts in the open segment")
+	f.b.part(testPartTarget)
+	r := await(t, ch, 2*time.Second, "playlist once the open segment holds PART-HOLD-BACK")
+	if pl := parseMedia(t, r.body); r.status != http.StatusOK || !hasPart(pl, 10+holdBackParts-1) {
+		t.Fatalf("%d\n%s", r.status, r.body)
+	}
+
+	// Blocking reloads never wait for this, and a stalled publisher does
+	// not turn a first request into an error.
+	f.b.open(false)
+	start := time.Now()
+	r = await(t, f.async(mediaPath+"?_HLS_msn=1"), time.Second, "blocking reload for a complete segment")
+	if r.status != http.StatusOK || time.Since(start) > 600*time.Millisecond {
+		t.Fatalf("blocking reload: %d after %v", r.status, time.Since(start))
+	}
+	r = await(t, f.async(mediaPath), 3*time.Second, "playlist while the publisher stalls")
+	if r.status != http.StatusOK {
+		t.Fatalf("first request during a stall: %d", r.status)
+	}
+}
+
 func TestServeHintedPart(t *testing.T) {
 	t.Parallel()
 	f := liveFixture(t, relay.RegistryConfig{})

@@ -22,6 +22,9 @@ func TestViewersCountedBySession(t *testing.T) {
 	b.open(false)
 	b.part(testPartTarget)
 	b.open(false) // a complete segment: playlists are served at once
+	for range holdBackParts {
+		b.part(testPartTarget)
+	}
 	srv := &Server{Streams: reg, Logger: slog.New(slog.DiscardHandler)}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
