@@ -161,16 +161,17 @@ const holdBackParts = 3
 // live edge of snap starts inside the open segment. Right after a segment
 // boundary it would start among the parts of the segment before, and
 // hls.js 1.7 that starts there does not go on to the open segment's parts
-// until two more segments are complete: seconds of stall. A player's first
-// (non-blocking) playlist request therefore waits up to PART-HOLD-BACK for
-// the open segment to fill.
+// until two more segments are complete: seconds of stall. A viewer's first
+// playlist request therefore waits up to PART-HOLD-BACK for the open
+// segment to fill. Later ones never do: players that reload without
+// blocking (gohlslib) would skip the first parts of every segment.
 func startable(snap *relay.Snapshot) bool {
 	open := snap.Open()
 	return open == nil || !snap.Live || len(open.Parts) >= holdBackParts
 }
 
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
-	s.viewers.seen(st.Name, r)
+	first := s.viewers.seen(st.Name, r)
 	d, err := ParseDirectives(r.URL.Query())
 	snap := st.Snapshot()
 	td := targetDuration(snap)
@@ -207,7 +208,7 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 			return
 		}
 	}
-	if !d.Blocking() && !startable(snap) {
+	if first && !d.Blocking() && !startable(snap) {
 		// Not a 503 when this runs out: the playlist is valid, only less
 		// convenient to start from.
 		ctx, cancel := context.WithTimeout(r.Context(), (holdBackParts+1)*st.PartTarget)

@@ -36,8 +36,10 @@ func newSession() string {
 	return hex.EncodeToString(b[:])
 }
 
-// seen records a media playlist request.
-func (v *viewers) seen(stream string, r *http.Request) {
+// seen records a media playlist request. It reports whether the request
+// is the viewer's first: a session (or, without one, a connection) not
+// seen in the last viewerTTL.
+func (v *viewers) seen(stream string, r *http.Request) (first bool) {
 	key := r.URL.Query().Get(sessionParam)
 	if len(key) != 16 {
 		key = r.RemoteAddr
@@ -53,12 +55,14 @@ func (v *viewers) seen(stream string, r *http.Request) {
 		m = map[string]time.Time{}
 		v.streams[stream] = m
 	}
-	if _, ok := m[key]; ok || len(m) < maxSessions {
+	_, known := m[key]
+	if known || len(m) < maxSessions {
 		m[key] = now
 	}
 	if now.Sub(v.swept) > viewerTTL {
 		v.sweep(now)
 	}
+	return !known
 }
 
 // sweep forgets viewers gone quiet. The caller holds mu.
