@@ -111,3 +111,43 @@ func TestBrowserPlaysOpus(t *testing.T) {
 	}
 	o.requireAlive(t)
 }
+
+// TestBrowserCatchesUpAfterPause pauses the player for 1.2 s, which puts
+// the viewer that much further behind the live edge, and checks that the
+// page plays faster until the latency is back near its target, as a viewer
+// who stalled needs to stay in step with the host and the chat. (hls.js
+// speeds up only while the excess is under about one target duration.)
+func TestBrowserCatchesUpAfterPause(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	requireChromium(t)
+	ctx := testContext(t, 60*time.Second)
+	o := startOrigin(t)
+	startPublisher(t, "ffmpeg", o.rtmpURL("test"), 55)
+	b := startBrowser(t)
+	c := newHTTPClient(t)
+	waitPlaylist(t, ctx, c, o.url("/live/test/media.m3u8"), "a complete segment", hasComplete(1))
+	p := playInBrowser(t, b, o.url("/live/test/"), browserStartLimit, 2*time.Second)
+	before, _ := p.latencyRange()
+
+	eval[bool](t, b, `(document.querySelector('video').pause(), true)`)
+	time.Sleep(1200 * time.Millisecond)
+	eval[bool](t, b, `(document.querySelector('video').play(), true)`)
+	behind := 0.0
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := b.mustStats(t)
+		if st.Latency != nil {
+			behind = max(behind, *st.Latency)
+			if behind > before+0.9 && *st.Latency < before+0.3 {
+				t.Logf("latency %.2f s before the pause, %.2f s after it, back to %.2f s", before, behind, *st.Latency)
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("latency %.2f s before the pause, at most %.2f s after it, still %s 15 s later: the player did not catch up",
+				before, behind, st.String())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

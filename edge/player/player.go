@@ -29,7 +29,9 @@
 //
 // The page picks hls.js wherever Media Source Extensions exist, except in
 // Safari, which plays LL-HLS natively; ?engine=native or ?engine=hls.js on
-// the page URL overrides the choice. Beyond the hls.js error recovery, a
+// the page URL overrides the choice. hls.js may play at up to 1.5x to get
+// back to its target latency after a stall (maxLiveSyncPlaybackRate), for
+// deficits up to about one target duration. Beyond the hls.js error recovery, a
 // watchdog reloads the stream when playback has not moved for 8 s without
 // the viewer pausing (an origin restart, a stream that ended and returns).
 package player
