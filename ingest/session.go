@@ -376,7 +376,7 @@ func (s *Session) write(size int, f func(*Packager) error) error {
 		return nil
 	}
 	if now := s.now(); now.Sub(s.winStart) >= bitrateWindow {
-		rate := s.winBytes * 8 * int64(time.Second) / int64(now.Sub(s.winStart))
+		rate := int64(float64(s.winBytes*8) / now.Sub(s.winStart).Seconds())
 		s.winStart, s.winBytes = now, 0
 		if rate > s.maxBitrate {
 			err := fmt.Errorf("%w: %d bit/s over %s, limit %d", ErrBitrate, rate, bitrateWindow, s.maxBitrate)
@@ -391,7 +391,7 @@ func (s *Session) write(size int, f func(*Packager) error) error {
 	if err := f(s.pk); err != nil {
 		s.Drop(err)
 	}
-	if after := s.pk.Init(); before != nil && after != before {
+	if after := s.pk.Init(); before != nil && after != nil && after != before {
 		s.Log.Info("publisher changed codec parameters; new init segment after a discontinuity", "codecs", after.Codecs)
 	}
 	return nil

@@ -1,38 +1,19 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/relaymesh/relaymesh/internal/logbuf"
 	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// syncBuffer is a log sink that handlers on several goroutines may share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newTestRegistry(grace time.Duration) (*Registry, *syncBuffer) {
-	logs := &syncBuffer{}
+func newTestRegistry(grace time.Duration) (*Registry, *logbuf.Buffer) {
+	logs := &logbuf.Buffer{}
 	r := NewRegistry(RegistryConfig{
 		PartTarget: testPartTarget,
 		Grace:      grace,

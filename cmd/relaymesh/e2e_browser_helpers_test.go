@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/logbuf"
 	"os/exec"
 	"strings"
 	"testing"
@@ -33,8 +34,8 @@ func requireChromium(t *testing.T) string {
 // browser is a headless Chromium with one tab.
 type browser struct {
 	ctx     context.Context // the tab's chromedp context; the browser lives as long as it
-	output  syncBuffer      // the browser's stdout and stderr
-	console syncBuffer      // the page's console messages
+	output  logbuf.Buffer   // the browser's stdout and stderr
+	console logbuf.Buffer   // the page's console messages
 }
 
 // startBrowser starts a headless Chromium, as root in a container if need

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/logbuf"
 	"io"
 	"net"
 	"net/http"
@@ -53,24 +54,6 @@ func requireE2E(t *testing.T, tools ...string) {
 	}
 }
 
-// syncBuffer collects a child's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // cleanEnv is the test's environment without RELAYMESH_* variables, so
 // that a developer's settings cannot leak into the daemon under test.
 func cleanEnv(extra ...string) []string {
@@ -88,8 +71,8 @@ func cleanEnv(extra ...string) []string {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout logbuf.Buffer
+	stderr logbuf.Buffer
 	done   chan struct{} // closed when the process has exited
 	state  *os.ProcessState
 }
@@ -308,17 +291,7 @@ func (n *daemon) waitLog(t *testing.T, limit time.Duration, what string, match f
 
 // logLines returns the daemon's stderr lines that contain every one of subs.
 func (n *daemon) logLines(subs ...string) []string {
-	var out []string
-	for _, line := range strings.Split(n.stderr.String(), "\n") {
-		ok := line != ""
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			out = append(out, line)
-		}
-	}
-	return out
+	return n.stderr.Lines(subs...)
 }
 
 // publisherArgs is the ffmpeg command line of a test encoder: lavfi test
@@ -829,13 +802,6 @@ func playGohlslib(t *testing.T, uri string, want, limit time.Duration) *playStat
 		}
 		return nil
 	}
-	if err := c.Start(); err != nil {
-		t.Fatalf("gohlslib start %s: %v", uri, err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- c.Wait2() }()
-	defer c.Close()
-
 	snapshot := func() *playStats {
 		mu.Lock()
 		defer mu.Unlock()
@@ -848,21 +814,39 @@ func playGohlslib(t *testing.T, uri string, want, limit time.Duration) *playStat
 		cp.parts = slices.Clone(st.parts)
 		return &cp
 	}
+	runGohlslib(t, c, limit, func() (bool, string) {
+		s := snapshot()
+		return s.videoSpan() >= want && s.audioSpan() >= want,
+			fmt.Sprintf("%v video (%d frames) and %v audio (%d AUs)", s.videoSpan(), len(s.videoDTS), s.audioSpan(), len(s.audioPTS))
+	})
+	return snapshot()
+}
+
+// runGohlslib starts c and polls progress every 100 ms until it reports
+// done, failing the test if the client stops or limit passes; progress
+// also says how much has been played, for the failure message.
+func runGohlslib(t *testing.T, c *gohlslib.Client, limit time.Duration, progress func() (done bool, got string)) {
+	t.Helper()
+	if err := c.Start(); err != nil {
+		t.Fatalf("gohlslib start %s: %v", c.URI, err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.Wait2() }()
+	defer c.Close()
 	deadline := time.After(limit)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
 		case err := <-errc:
-			s := snapshot()
-			t.Fatalf("gohlslib stopped playing %s after %v video / %v audio: %v", uri, s.videoSpan(), s.audioSpan(), err)
+			_, got := progress()
+			t.Fatalf("gohlslib stopped playing %s after %s: %v", c.URI, got, err)
 		case <-deadline:
-			s := snapshot()
-			t.Fatalf("gohlslib got only %v video (%d frames) and %v audio (%d AUs) of %s within %v",
-				s.videoSpan(), len(s.videoDTS), s.audioSpan(), len(s.audioPTS), uri, limit)
+			_, got := progress()
+			t.Fatalf("gohlslib got only %s of %s within %v", got, c.URI, limit)
 		case <-tick.C:
-			if s := snapshot(); s.videoSpan() >= want && s.audioSpan() >= want {
-				return s
+			if done, _ := progress(); done {
+				return
 			}
 		}
 	}

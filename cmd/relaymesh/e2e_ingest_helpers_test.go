@@ -211,12 +211,6 @@ func playMedia(t *testing.T, uri string, want, limit time.Duration) *mediaStats 
 		}
 		return nil
 	}
-	if err := c.Start(); err != nil {
-		t.Fatalf("gohlslib start %s: %v", uri, err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- c.Wait2() }()
-	defer c.Close()
 	snapshot := func() *mediaStats {
 		mu.Lock()
 		defer mu.Unlock()
@@ -227,25 +221,12 @@ func playMedia(t *testing.T, uri string, want, limit time.Duration) *mediaStats 
 		cp.decodeErrors = slices.Clone(st.decodeErrors)
 		return &cp
 	}
-	deadline := time.After(limit)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-errc:
-			s := snapshot()
-			t.Fatalf("gohlslib stopped playing %s after %v video / %v audio: %v", uri,
-				s.span(s.videoDTS, s.videoRate), s.span(s.audioPTS, s.audioRate), err)
-		case <-deadline:
-			s := snapshot()
-			t.Fatalf("gohlslib got only %v video and %v audio of %s within %v", s.span(s.videoDTS, s.videoRate),
-				s.span(s.audioPTS, s.audioRate), uri, limit)
-		case <-tick.C:
-			if s := snapshot(); s.span(s.videoDTS, s.videoRate) >= want && s.span(s.audioPTS, s.audioRate) >= want {
-				return s
-			}
-		}
-	}
+	runGohlslib(t, c, limit, func() (bool, string) {
+		s := snapshot()
+		v, a := s.span(s.videoDTS, s.videoRate), s.span(s.audioPTS, s.audioRate)
+		return v >= want && a >= want, fmt.Sprintf("%v video and %v audio", v, a)
+	})
+	return snapshot()
 }
 
 // mediaProblems lists what is wrong with a session: the codecs must be

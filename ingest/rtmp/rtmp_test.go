@@ -1,10 +1,10 @@
 package rtmp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/logbuf"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -87,28 +87,10 @@ func FuzzStreamName(f *testing.F) {
 	})
 }
 
-// syncBuffer is a log sink shared by the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type testServer struct {
 	addr string
 	reg  *relay.Registry
-	logs *syncBuffer
+	logs *logbuf.Buffer
 	stop func() error
 }
 
@@ -120,7 +102,7 @@ func startServer(t *testing.T, timeout time.Duration) *testServer {
 // startServerWith lets a test set the gate's keys, limits and takeover.
 func startServerWith(t *testing.T, timeout time.Duration, setup func(*ingest.Gate)) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := relay.NewRegistry(relay.RegistryConfig{
 		PartTarget: 200 * time.Millisecond,

@@ -1,10 +1,10 @@
 package rtsp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/logbuf"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -20,31 +20,10 @@ import (
 	"github.com/relaymesh/relaymesh/relay"
 )
 
-// syncBuffer is a log sink shared by goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // count reports how many log lines contain s.
-func (b *syncBuffer) count(s string) int {
-	return strings.Count(b.String(), s)
-}
 
-func newLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
-	logs := &syncBuffer{}
+func newLogger(t *testing.T) (*slog.Logger, *logbuf.Buffer) {
+	logs := &logbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("---- logs:\n%s", logs.String())
@@ -102,7 +81,7 @@ type testServer struct {
 	rtcp     string
 	reg      *relay.Registry
 	gate     *ingest.Gate
-	logs     *syncBuffer
+	logs     *logbuf.Buffer
 	stopOnce sync.Once
 	stopErr  error
 	cancel   context.CancelFunc
@@ -179,7 +158,7 @@ func requireFFmpeg(t *testing.T) {
 // proc is an ffmpeg started by a test.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr syncBuffer
+	stderr logbuf.Buffer
 	done   chan struct{}
 	err    error // Wait's result, once done is closed
 }

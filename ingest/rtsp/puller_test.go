@@ -98,7 +98,7 @@ func TestPull(t *testing.T) {
 	if !reg.HasPublisher("cam") {
 		t.Fatal("pulled stream has no publisher")
 	}
-	if n := logs.count("rtsp pull started"); n != 1 {
+	if n := logs.Count("rtsp pull started"); n != 1 {
 		t.Fatalf("%d pull connections, want 1", n)
 	}
 
@@ -110,7 +110,7 @@ func TestPull(t *testing.T) {
 	startSource(t, addr, false)
 	startFFmpeg(t, enc, "rtsp://"+addr+"/cam")
 	waitFor(t, 20*time.Second, "the puller to reconnect", func() bool {
-		return logs.count("rtsp pull started") >= 2 && discontinuities(reg, "cam") >= 1
+		return logs.Count("rtsp pull started") >= 2 && discontinuities(reg, "cam") >= 1
 	})
 	n := parts(reg, "cam")
 	waitFor(t, 10*time.Second, "parts after the reconnect", func() bool { return parts(reg, "cam") > n+2 })
@@ -174,7 +174,7 @@ func TestPullOnDemand(t *testing.T) {
 	wg.Wait()
 
 	waitFor(t, idle+5*time.Second, "the idle puller to disconnect", func() bool { return !reg.HasPublisher("od") })
-	if logs.count("rtsp pull stopped: no demand") != 1 {
+	if logs.Count("rtsp pull stopped: no demand") != 1 {
 		t.Errorf("no log line about the idle stop")
 	}
 	describes := src.Describes()

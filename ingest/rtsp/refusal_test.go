@@ -148,7 +148,7 @@ func TestRefusals(t *testing.T) {
 		waitFor(t, 5*time.Second, "the first publisher to leave", func() bool { return !ts.reg.HasPublisher("live") })
 		medias := append(append([]*description.Media{}, g711...), testMedias()...)
 		record(t, ts, ts.url("/live/mixed?key=secret"), medias)
-		waitFor(t, 5*time.Second, "the log line", func() bool { return ts.logs.count("rtsp tracks ignored") == 1 })
+		waitFor(t, 5*time.Second, "the log line", func() bool { return ts.logs.Count("rtsp tracks ignored") == 1 })
 		if !strings.Contains(ts.logs.String(), "G711") {
 			t.Errorf("ignored G711 track not logged")
 		}

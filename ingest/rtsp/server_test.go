@@ -87,7 +87,7 @@ func TestPublishKeys(t *testing.T) {
 			t.Errorf("stream cam exists after refused publishers")
 		}
 		// Both wrong keys are refused; the log lines are rate-limited.
-		if n := ts.logs.count("wrong publish key"); n < 1 {
+		if n := ts.logs.Count("wrong publish key"); n < 1 {
 			t.Errorf("no log line about a wrong publish key")
 		}
 	})

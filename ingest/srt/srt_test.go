@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/logbuf"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -26,59 +27,23 @@ import (
 	"github.com/relaymesh/relaymesh/relay"
 )
 
-// syncBuffer is a log sink shared by the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // lines returns the log lines that contain every one of want.
-func (b *syncBuffer) lines(want ...string) []string {
-	var out []string
-	for _, line := range strings.Split(b.String(), "\n") {
-		ok := line != ""
-		for _, w := range want {
-			ok = ok && strings.Contains(line, w)
-		}
-		if ok {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // waitLog waits until a log line contains every one of want.
-func (b *syncBuffer) waitLog(t *testing.T, within time.Duration, want ...string) string {
+func waitLog(t *testing.T, b *logbuf.Buffer, within time.Duration, want ...string) string {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if l := b.lines(want...); len(l) > 0 {
-			return l[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q within %s; logs:\n%s", want, within, b)
-		}
-		time.Sleep(20 * time.Millisecond)
+	line, ok := b.Wait(within, want...)
+	if !ok {
+		t.Fatalf("no log line with %q within %s; logs:\n%s", want, within, b)
 	}
+	return line
 }
 
 type testServer struct {
 	addr string
 	reg  *relay.Registry
 	gate *ingest.Gate
-	logs *syncBuffer
+	logs *logbuf.Buffer
 	stop func() error
 }
 
@@ -86,7 +51,7 @@ type testServer struct {
 // adjusts it and its gate first.
 func startServer(t *testing.T, configure func(*Server)) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := relay.NewRegistry(relay.RegistryConfig{
 		PartTarget: 200 * time.Millisecond,
@@ -254,8 +219,8 @@ func TestPublishH264AAC(t *testing.T) {
 	}
 	snap := ts.waitStream(t, "cam", 10*time.Second, ended)
 	checkPublished(t, snap, 4, regexp.MustCompile(`^avc1\.[0-9a-f]{6},mp4a\.40\.2$`))
-	ts.logs.waitLog(t, time.Second, "srt publisher started", "stream=cam", "tracks=H264,AAC", "peer=127.0.0.1:")
-	ts.logs.waitLog(t, time.Second, "srt publisher stopped", "stream=cam", "publisher disconnected")
+	waitLog(t, ts.logs, time.Second, "srt publisher started", "stream=cam", "tracks=H264,AAC", "peer=127.0.0.1:")
+	waitLog(t, ts.logs, time.Second, "srt publisher stopped", "stream=cam", "publisher disconnected")
 }
 
 // (b) H.265 and Opus, with the access-control stream id form.
@@ -268,7 +233,7 @@ func TestPublishH265Opus(t *testing.T) {
 	}
 	snap := ts.waitStream(t, "cam", 10*time.Second, ended)
 	checkPublished(t, snap, 4, regexp.MustCompile(`^hvc1\.1\.6\.L\d+(\.[0-9A-F]+)*,opus$`))
-	ts.logs.waitLog(t, time.Second, "srt publisher started", "stream=cam", "tracks=H265,Opus")
+	waitLog(t, ts.logs, time.Second, "srt publisher started", "stream=cam", "tracks=H265,Opus")
 }
 
 // (c) A wrong key is refused in the handshake, so ffmpeg fails and nothing
@@ -290,7 +255,7 @@ func TestPublishKey(t *testing.T) {
 	if st := ts.reg.Get("cam"); st != nil {
 		t.Fatalf("refused publishers registered cam: %+v", st.Snapshot())
 	}
-	if n := len(ts.logs.lines("srt publish refused", "stream=cam", "peer=127.0.0.1:", "reject=REJX_UNAUTHORIZED")); n < 3 {
+	if n := len(ts.logs.Lines("srt publish refused", "stream=cam", "peer=127.0.0.1:", "reject=REJX_UNAUTHORIZED")); n < 3 {
 		t.Errorf("%d refusal log lines for 3 refused publishers; logs:\n%s", n, ts.logs)
 	}
 	if strings.Contains(ts.logs.String(), "hunter2x") {
@@ -317,8 +282,8 @@ func TestPublishPassphrase(t *testing.T) {
 	if st := ts.reg.Get("cam"); st != nil {
 		t.Fatalf("refused publishers registered cam")
 	}
-	ts.logs.waitLog(t, time.Second, "srt publish refused", "stream=cam", "reject=REJ_UNSECURE")
-	ts.logs.waitLog(t, time.Second, "srt publish refused", "stream=cam", "reject=REJ_BADSECRET")
+	waitLog(t, ts.logs, time.Second, "srt publish refused", "stream=cam", "reject=REJ_UNSECURE")
+	waitLog(t, ts.logs, time.Second, "srt publish refused", "stream=cam", "reject=REJ_BADSECRET")
 	if out, err := ffmpeg(t.Context(), 3, h264AAC, srtURL(ts.addr, "publish:cam", "passphrase="+pass)); err != nil {
 		t.Fatalf("ffmpeg with the passphrase: %v\n%s\nlogs:\n%s", err, out, ts.logs)
 	}
@@ -378,7 +343,7 @@ func TestRejectCodes(t *testing.T) {
 		{"", "", gosrt.REJX_BAD_REQUEST, ""},
 		{"publish:other:secret", "0123456789abc", gosrt.REJ_UNSECURE, "other"},
 	} {
-		before := len(ts.logs.lines("srt publish refused"))
+		before := len(ts.logs.Lines("srt publish refused"))
 		c, err := dial(ts.addr, tc.id, tc.passphrase)
 		if err == nil {
 			c.Close()
@@ -389,7 +354,7 @@ func TestRejectCodes(t *testing.T) {
 			t.Errorf("stream id %q: %v, want %s (%d)", tc.id, err, want, tc.code)
 		}
 		// The refusal is logged before the caller is told.
-		lines := ts.logs.lines("srt publish refused")
+		lines := ts.logs.Lines("srt publish refused")
 		if len(lines) <= before {
 			t.Errorf("stream id %q: no refusal log line", tc.id)
 			continue
@@ -500,7 +465,7 @@ func TestTakeover(t *testing.T) {
 		t.Fatalf("takeover refused: %v", err)
 	}
 	defer next.Close()
-	ts.logs.waitLog(t, 5*time.Second, "srt publisher stopped", "stream=cam", "peer="+old.LocalAddr().String(), "took the stream over")
+	waitLog(t, ts.logs, 5*time.Second, "srt publisher stopped", "stream=cam", "peer="+old.LocalAddr().String(), "took the stream over")
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):
@@ -600,7 +565,7 @@ func TestGarbageDatagrams(t *testing.T) {
 	}
 	final := ts.waitStream(t, "live", 10*time.Second, ended)
 	checkPublished(t, final, 6, regexp.MustCompile(`^avc1\.`))
-	ts.logs.waitLog(t, time.Second, "malformed handshake dropped")
+	waitLog(t, ts.logs, time.Second, "malformed handshake dropped")
 
 	// The server still admits publishers.
 	c, err := dial(ts.addr, "publish:after", "")
@@ -696,7 +661,7 @@ func TestMalformedTS(t *testing.T) {
 	if err := send(c, validTS(t, 60, 60)); err != nil {
 		t.Fatal(err)
 	}
-	line := ts.logs.waitLog(t, 5*time.Second, "dropped bad input from publisher", "stream=junk")
+	line := waitLog(t, ts.logs, 5*time.Second, "dropped bad input from publisher", "stream=junk")
 	if !strings.Contains(line, "peer=127.0.0.1:") || !strings.Contains(line, "proto=srt") {
 		t.Errorf("drop log line lacks peer or proto: %s", line)
 	}
@@ -717,10 +682,10 @@ func TestMalformedTS(t *testing.T) {
 	if err := send(noise, b); err != nil {
 		t.Fatal(err)
 	}
-	ts.logs.waitLog(t, 5*time.Second, "srt publisher stopped", "stream=noise", "no MPEG-TS program")
+	waitLog(t, ts.logs, 5*time.Second, "srt publisher stopped", "stream=noise", "no MPEG-TS program")
 
 	// A publisher that goes quiet is cut off after the timeout.
-	ts.logs.waitLog(t, 5*time.Second, "srt publisher stopped", "stream=junk", "nothing received for 1s")
+	waitLog(t, ts.logs, 5*time.Second, "srt publisher stopped", "stream=junk", "nothing received for 1s")
 
 	// The server still takes publishers, and stops cleanly with one live.
 	c2, err := dial(ts.addr, "publish:junk2", "")
@@ -738,5 +703,5 @@ func TestMalformedTS(t *testing.T) {
 	if ts.gate.Live() != 0 {
 		t.Errorf("%d sessions still live after Serve returned", ts.gate.Live())
 	}
-	ts.logs.waitLog(t, time.Second, "srt publisher stopped", "stream=junk2", "server shutting down")
+	waitLog(t, ts.logs, time.Second, "srt publisher stopped", "stream=junk2", "server shutting down")
 }
