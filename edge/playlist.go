@@ -279,6 +279,26 @@ func Bandwidth(s *relay.Snapshot) (peak, avg int) {
 // media playlist at mediaURI, which carries audio and video muxed in each
 // part.
 func RenderMultivariant(s *relay.Snapshot, mediaURI string) []byte {
+	return RenderSteered(s, "", []Pathway{{URI: mediaURI}})
+}
+
+// Pathway is one copy of the variant, on one node: HLS Content Steering's
+// pathway, whose ID is the node's name.
+type Pathway struct {
+	ID  string // PATHWAY-ID; "" for none
+	URI string // the media playlist on that node
+}
+
+// stableVariantID names the variant across pathways, so that a steering
+// manifest's PATHWAY-CLONES can give its URI on a new node
+// (PER-VARIANT-URIS).
+const stableVariantID = "main"
+
+// RenderSteered writes a multivariant playlist that lists the variant once
+// per pathway, best first, under an EXT-X-CONTENT-STEERING tag naming the
+// steering manifest at serverURI and the first pathway. With serverURI ""
+// it writes no steering tag and no pathway attributes.
+func RenderSteered(s *relay.Snapshot, serverURI string, pathways []Pathway) []byte {
 	in := s.LatestInit()
 	peak, avg := Bandwidth(s)
 	if peak == 0 {
@@ -286,16 +306,24 @@ func RenderMultivariant(s *relay.Snapshot, mediaURI string) []byte {
 	}
 	var b strings.Builder
 	b.WriteString("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n")
-	fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d", peak, avg)
-	if in != nil {
-		fmt.Fprintf(&b, ",CODECS=\"%s\"", in.Codecs)
-		if in.Width > 0 && in.Height > 0 {
-			fmt.Fprintf(&b, ",RESOLUTION=%dx%d", in.Width, in.Height)
-		}
-		if in.FrameRate > 0 {
-			fmt.Fprintf(&b, ",FRAME-RATE=%.3f", in.FrameRate)
-		}
+	if serverURI != "" && len(pathways) > 0 {
+		fmt.Fprintf(&b, "#EXT-X-CONTENT-STEERING:SERVER-URI=\"%s\",PATHWAY-ID=\"%s\"\n", serverURI, pathways[0].ID)
 	}
-	b.WriteString("\n" + mediaURI + "\n")
+	for _, p := range pathways {
+		fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d", peak, avg)
+		if in != nil {
+			fmt.Fprintf(&b, ",CODECS=\"%s\"", in.Codecs)
+			if in.Width > 0 && in.Height > 0 {
+				fmt.Fprintf(&b, ",RESOLUTION=%dx%d", in.Width, in.Height)
+			}
+			if in.FrameRate > 0 {
+				fmt.Fprintf(&b, ",FRAME-RATE=%.3f", in.FrameRate)
+			}
+		}
+		if serverURI != "" {
+			fmt.Fprintf(&b, ",PATHWAY-ID=\"%s\",STABLE-VARIANT-ID=\"%s\"", p.ID, stableVariantID)
+		}
+		b.WriteString("\n" + p.URI + "\n")
+	}
 	return []byte(b.String())
 }

@@ -35,6 +35,9 @@ const PathPrefix = "/live/"
 type Server struct {
 	Streams Streams
 	Logger  *slog.Logger
+	// Routing, if set, sends viewers across the mesh; nil serves every
+	// viewer here.
+	Routing *Routing
 
 	rejected ratelog.Limiter // malformed or hostile requests
 	viewers  viewers
@@ -105,6 +108,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		player.ServePage(w, r, name)
 		return
 	}
+	if file == steeringName {
+		s.serveSteering(w, r, name)
+		return
+	}
+	var routed *admission
+	if file == "index.m3u8" && s.Routing.enabled() {
+		// Before the lookup: a node that sends the viewer elsewhere need
+		// not pull the stream.
+		if routed = s.admit(w, r, name); routed == nil {
+			return
+		}
+	}
 	st, err := s.Streams.Lookup(r.Context(), name)
 	if err != nil {
 		if !errors.Is(err, relay.ErrNoStream) {
@@ -115,7 +130,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case file == "index.m3u8":
-		s.serveMultivariant(w, r, st)
+		s.serveMultivariant(w, r, st, routed)
 	case file == mediaPlaylistName:
 		s.serveMedia(w, r, st)
 	default:
@@ -136,7 +151,7 @@ func targetDuration(snap *relay.Snapshot) time.Duration {
 	return time.Duration(snap.TargetDuration) * time.Second
 }
 
-func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
+func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, st *relay.Stream, routed *admission) {
 	// A viewer may arrive between publish and the first keyframe: wait a
 	// little for the codecs rather than fail.
 	snap := st.Snapshot()
@@ -148,9 +163,16 @@ func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, st *r
 		http.Error(w, "stream has no media yet", http.StatusServiceUnavailable)
 		return
 	}
-	// Each viewer's copy names its own session; nothing else differs.
+	// Each viewer's copy names its own session.
 	w.Header().Set("Cache-Control", "no-store")
-	writePlaylist(w, r, RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+newSession()), nil)
+	switch {
+	case routed != nil && len(routed.pathways) > 0:
+		writePlaylist(w, r, s.steeredPlaylist(snap, st.Name, routed), nil)
+	case routed != nil:
+		writePlaylist(w, r, RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+routed.session), nil)
+	default:
+		writePlaylist(w, r, RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+newSession()), nil)
+	}
 }
 
 // holdBackParts is PART-HOLD-BACK in parts: players start that far behind
@@ -171,10 +193,12 @@ func startable(snap *relay.Snapshot) bool {
 }
 
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
-	first := s.viewers.seen(st.Name, r)
-	d, err := ParseDirectives(r.URL.Query())
 	snap := st.Snapshot()
 	td := targetDuration(snap)
+	key := sessionKey(r)
+	first := s.viewers.seen(st.Name, key, td)
+	defer s.viewers.done(st.Name, key)
+	d, err := ParseDirectives(r.URL.Query())
 	if err != nil {
 		s.reject(r, err.Error())
 		cacheFor(w, td)

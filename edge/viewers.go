@@ -15,9 +15,17 @@ import (
 // their connection's address instead.
 const sessionParam = "rmsid"
 
-// viewerTTL is how long a viewer counts after its last playlist request:
-// players reload at least every target duration, or block for up to three.
-const viewerTTL = 10 * time.Second
+// A viewer counts while one of its playlist requests is in flight and for
+// a while after the last one ended: minActive, or 1.5 target durations for
+// players that reload once per target duration. A viewer that moved to
+// another node stops counting here within seconds, which routing and drain
+// rely on.
+const minActive = 3 * time.Second
+
+// forgetAfter is how long a quiet session is remembered, so that a viewer
+// who comes back is not counted as new (its first playlist request waits
+// for a startable window, see startable).
+const forgetAfter = 30 * time.Second
 
 // maxSessions bounds the sessions tracked per stream against hostile
 // clients inventing them.
@@ -26,8 +34,18 @@ const maxSessions = 200_000
 // viewers counts recent viewers per stream. The zero value is ready.
 type viewers struct {
 	mu      sync.Mutex
-	streams map[string]map[string]time.Time
+	streams map[string]map[string]*session
 	swept   time.Time
+}
+
+type session struct {
+	last     time.Time     // when its latest request started or ended
+	active   time.Duration // how long it counts after last
+	inflight int
+}
+
+func (s *session) counts(now time.Time) bool {
+	return s.inflight > 0 || now.Sub(s.last) <= s.active
 }
 
 func newSession() string {
@@ -36,41 +54,63 @@ func newSession() string {
 	return hex.EncodeToString(b[:])
 }
 
-// seen records a media playlist request. It reports whether the request
-// is the viewer's first: a session (or, without one, a connection) not
-// seen in the last viewerTTL.
-func (v *viewers) seen(stream string, r *http.Request) (first bool) {
-	key := r.URL.Query().Get(sessionParam)
-	if len(key) != 16 {
-		key = r.RemoteAddr
+// sessionKey names the viewer of a media playlist request.
+func sessionKey(r *http.Request) string {
+	if key := r.URL.Query().Get(sessionParam); validSession(key) {
+		return key
 	}
+	return r.RemoteAddr
+}
+
+// seen records the start of a media playlist request of a stream whose
+// target duration is td; done must be called when it ends. first reports
+// whether the request is the viewer's first: a session (or, without one, a
+// connection) not seen recently.
+func (v *viewers) seen(stream, key string, td time.Duration) (first bool) {
 	now := time.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.streams == nil {
-		v.streams = map[string]map[string]time.Time{}
+		v.streams = map[string]map[string]*session{}
 	}
 	m := v.streams[stream]
 	if m == nil {
-		m = map[string]time.Time{}
+		m = map[string]*session{}
 		v.streams[stream] = m
 	}
-	_, known := m[key]
-	if known || len(m) < maxSessions {
-		m[key] = now
+	s := m[key]
+	if s == nil {
+		if len(m) >= maxSessions {
+			return true
+		}
+		s = &session{}
+		m[key] = s
 	}
-	if now.Sub(v.swept) > viewerTTL {
+	first = s.last.IsZero() || now.Sub(s.last) > forgetAfter
+	s.last, s.active = now, max(minActive, td*3/2)
+	s.inflight++
+	if now.Sub(v.swept) > forgetAfter {
 		v.sweep(now)
 	}
-	return !known
+	return first
 }
 
-// sweep forgets viewers gone quiet. The caller holds mu.
+// done records the end of a request that seen recorded.
+func (v *viewers) done(stream, key string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if s := v.streams[stream][key]; s != nil {
+		s.inflight--
+		s.last = time.Now()
+	}
+}
+
+// sweep forgets sessions gone quiet. The caller holds mu.
 func (v *viewers) sweep(now time.Time) {
 	v.swept = now
 	for stream, m := range v.streams {
-		for k, t := range m {
-			if now.Sub(t) > viewerTTL {
+		for k, s := range m {
+			if s.inflight == 0 && now.Sub(s.last) > forgetAfter {
 				delete(m, k)
 			}
 		}
@@ -88,8 +128,8 @@ func (v *viewers) count() map[string]int {
 	out := map[string]int{}
 	for stream, m := range v.streams {
 		n := 0
-		for _, t := range m {
-			if now.Sub(t) <= viewerTTL {
+		for _, s := range m {
+			if s.counts(now) {
 				n++
 			}
 		}

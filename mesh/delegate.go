@@ -104,6 +104,7 @@ func (d delegate) NotifyJoin(n *memberlist.Node) {
 		m.peers[n.Name] = p
 	}
 	s.Streams = p.state.Streams
+	s.Heard = time.Now()
 	p.state = s
 	m.members.Store(int64(len(m.peers) + 1))
 	m.mu.Unlock()
@@ -126,11 +127,12 @@ func (d delegate) NotifyUpdate(n *memberlist.Node) {
 	}
 	old := p.state
 	s.Streams = old.Streams
+	s.Heard = time.Now()
 	p.state = s
 	m.mu.Unlock()
 	if !sameIdentity(old, s) {
 		m.log.Info("mesh peer changed", "peer", n.Name, "role", s.Role, "state", s.State,
-			"region", s.Region, "http", s.HTTPAddr, "relay", s.RelayAddr, "capacity", s.Capacity)
+			"region", s.Region, "http", s.HTTPAddr, "relay", s.RelayAddr, "public_url", s.PublicURL, "capacity", s.Capacity)
 	}
 }
 

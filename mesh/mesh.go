@@ -43,22 +43,29 @@ const (
 
 // StreamLoad is one stream a node holds and how many viewers it has there.
 type StreamLoad struct {
-	Name    string
-	Viewers int
+	Name    string `json:"name"`
+	Viewers int    `json:"viewers"`
 }
 
 // NodeState is what a node gossips about itself.
 type NodeState struct {
-	Name, Region        string
-	Role                Role
-	State               State
-	HTTPAddr, RelayAddr string // host:port others dial
-	Viewers             int
-	EgressBps           int64
-	CPU                 float64 // 0..1 of the machine
-	Capacity            int     // viewers it is configured to hold; 0 = unlimited
-	Streams             []StreamLoad
-	Coord               *coordinate.Coordinate // Vivaldi, nil until known
+	Name      string       `json:"name"`
+	Region    string       `json:"region,omitempty"`
+	Role      Role         `json:"role"`
+	State     State        `json:"state"`
+	HTTPAddr  string       `json:"http_addr,omitempty"`  // host:port others dial
+	RelayAddr string       `json:"relay_addr,omitempty"` // host:port others dial
+	PublicURL string       `json:"public_url,omitempty"` // how viewers reach it, e.g. https://edge-paris.example.com
+	Viewers   int          `json:"viewers"`
+	EgressBps int64        `json:"egress_bps"`
+	CPU       float64      `json:"cpu"`      // 0..1 of the machine
+	Capacity  int          `json:"capacity"` // viewers it is meant to hold; 0 = unlimited
+	Streams   []StreamLoad `json:"streams"`
+	// Local to this node, not gossiped:
+	Coord *coordinate.Coordinate `json:"coord,omitempty"` // Vivaldi, nil until known
+	// Heard is when this node last received the node's gossiped fields;
+	// zero for this node itself.
+	Heard time.Time `json:"-"`
 }
 
 // Config configures a Mesh.
@@ -513,6 +520,11 @@ func (m *Mesh) sample() NodeState {
 	return s
 }
 
+// Update samples Local now and gossips what changed, without waiting for
+// Run's next tick: a node that starts draining says so at once. Safe for
+// concurrent use; a no-op once the mesh has stopped.
+func (m *Mesh) Update() { m.tick(time.Now()) }
+
 // tick samples Local and publishes what changed.
 func (m *Mesh) tick(now time.Time) {
 	m.life.RLock()
@@ -555,7 +567,8 @@ func (m *Mesh) tick(now time.Time) {
 // load.
 func sameIdentity(a, b NodeState) bool {
 	return a.Role == b.Role && a.State == b.State && a.Region == b.Region &&
-		a.HTTPAddr == b.HTTPAddr && a.RelayAddr == b.RelayAddr && a.Capacity == b.Capacity
+		a.HTTPAddr == b.HTTPAddr && a.RelayAddr == b.RelayAddr && a.PublicURL == b.PublicURL &&
+		a.Capacity == b.Capacity
 }
 
 func sameNames(a, b []StreamLoad) bool {
@@ -568,7 +581,8 @@ func (m *Mesh) warnClip(c metaClip, s NodeState) {
 	}
 	m.log.Warn("node state too long for mesh gossip; shortened or dropped fields",
 		"region_clipped", c.Region, "http_addr_dropped", c.HTTPAddr, "relay_addr_dropped", c.RelayAddr,
-		"region_len", len(s.Region), "http_addr_len", len(s.HTTPAddr), "relay_addr_len", len(s.RelayAddr))
+		"public_url_dropped", c.PublicURL, "region_len", len(s.Region), "http_addr_len", len(s.HTTPAddr),
+		"relay_addr_len", len(s.RelayAddr), "public_url_len", len(s.PublicURL))
 }
 
 // streamsBroadcast is one node's stream list in the broadcast queue; a newer

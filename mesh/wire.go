@@ -16,7 +16,7 @@ import (
 // is left, never allocate more than the input can describe, and never panic.
 //
 //	meta    = version role:u8 state:u8 capacity:uv viewers:uv egress:uv cpu:u16be
-//	          region:str http:str relay:str [ignored trailing bytes]
+//	          region:str http:str relay:str [public:str [ignored trailing bytes]]
 //	streams = version kindStreams entry                 (UDP broadcast)
 //	state   = version kindState count:uv entry*count    (TCP push/pull)
 //	entry   = node:str seq:uv count:uv (name:str viewers:uv)*count
@@ -140,23 +140,25 @@ func cpuUnits(cpu float64) uint16 {
 
 // metaClip says which fields encodeMeta had to shorten or drop.
 type metaClip struct {
-	Region, HTTPAddr, RelayAddr bool
+	Region, HTTPAddr, RelayAddr, PublicURL bool
 }
 
-func (c metaClip) any() bool { return c.Region || c.HTTPAddr || c.RelayAddr }
+func (c metaClip) any() bool { return c.Region || c.HTTPAddr || c.RelayAddr || c.PublicURL }
 
 // encodeMeta encodes the small fixed fields of s into at most limit bytes
 // (and never more than metaLimit). Strings longer than maxFieldLen are cut.
 // If the whole still does not fit, the region is shortened first; an address
 // that still does not fit is dropped (sent empty) rather than cut, since a
-// cut address would silently dial the wrong place.
+// cut address would silently dial the wrong place: the public URL first
+// (viewers are then not routed here), then the relay address, then the
+// HTTP address.
 func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 	if limit > metaLimit {
 		limit = metaLimit
 	}
 	var clip metaClip
 	region := clipUTF8(s.Region, maxFieldLen)
-	httpAddr, relayAddr := s.HTTPAddr, s.RelayAddr
+	httpAddr, relayAddr, public := s.HTTPAddr, s.RelayAddr, s.PublicURL
 	clip.Region = len(region) != len(s.Region)
 	if len(httpAddr) > maxFieldLen {
 		httpAddr, clip.HTTPAddr = "", true
@@ -164,8 +166,11 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 	if len(relayAddr) > maxFieldLen {
 		relayAddr, clip.RelayAddr = "", true
 	}
+	if len(public) > maxFieldLen {
+		public, clip.PublicURL = "", true
+	}
 
-	b := make([]byte, 0, 64+len(region)+len(httpAddr)+len(relayAddr))
+	b := make([]byte, 0, 64+len(region)+len(httpAddr)+len(relayAddr)+len(public))
 	b = append(b, wireVersion, roleCode(s.Role), stateCode(s.State))
 	b = binary.AppendUvarint(b, nonNeg(int64(s.Capacity)))
 	b = binary.AppendUvarint(b, nonNeg(int64(s.Viewers)))
@@ -173,7 +178,7 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 	b = binary.BigEndian.AppendUint16(b, cpuUnits(s.CPU))
 
 	size := func(str string) int { return uvarintLen(uint64(len(str))) + len(str) }
-	need := len(b) + size(region) + size(httpAddr) + size(relayAddr)
+	need := len(b) + size(region) + size(httpAddr) + size(relayAddr) + size(public)
 	if over := need - limit; over > 0 {
 		keep := len(region) - over
 		if keep < 0 {
@@ -182,7 +187,11 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 		// The length prefix may shrink too; that only frees space.
 		region = clipUTF8(region, keep)
 		clip.Region = true
-		need = len(b) + size(region) + size(httpAddr) + size(relayAddr)
+		need = len(b) + size(region) + size(httpAddr) + size(relayAddr) + size(public)
+	}
+	if need > limit && public != "" {
+		need -= size(public) - size("")
+		public, clip.PublicURL = "", true
 	}
 	if need > limit {
 		need -= size(relayAddr) - size("")
@@ -194,10 +203,11 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 	b = appendString(b, region)
 	b = appendString(b, httpAddr)
 	b = appendString(b, relayAddr)
+	b = appendString(b, public)
 	if len(b) > limit {
 		// Only reachable with an absurdly small limit: send nothing rather
 		// than something memberlist would refuse.
-		return nil, metaClip{true, true, true}
+		return nil, metaClip{true, true, true, true}
 	}
 	return b, clip
 }
@@ -218,6 +228,10 @@ func decodeMeta(b []byte) (NodeState, error) {
 	region := r.string(maxFieldLen)
 	httpAddr := r.string(maxFieldLen)
 	relayAddr := r.string(maxFieldLen)
+	var public string
+	if r.err == nil && len(r.b) > 0 { // a node of an earlier release sends none
+		public = r.string(maxFieldLen)
+	}
 	if r.err != nil {
 		return s, fmt.Errorf("meta: %w", r.err)
 	}
@@ -233,7 +247,7 @@ func decodeMeta(b []byte) (NodeState, error) {
 	}
 	s.Capacity, s.Viewers, s.EgressBps = capacity, viewers, int64(egress)
 	s.CPU = float64(cpu) / 10000
-	s.Region, s.HTTPAddr, s.RelayAddr = region, httpAddr, relayAddr
+	s.Region, s.HTTPAddr, s.RelayAddr, s.PublicURL = region, httpAddr, relayAddr, public
 	return s, nil
 }
 

@@ -14,7 +14,7 @@ import (
 func TestMetaRoundTrip(t *testing.T) {
 	in := NodeState{
 		Name: "ignored", Region: "eu-west", Role: RoleEdge, State: StateDraining,
-		HTTPAddr: "10.0.0.5:8080", RelayAddr: "10.0.0.5:7947",
+		HTTPAddr: "10.0.0.5:8080", RelayAddr: "10.0.0.5:7947", PublicURL: "https://e1.example",
 		Viewers: 18234, EgressBps: 9_500_000_000, CPU: 0.4321, Capacity: 20000,
 		Streams: []StreamLoad{{"a", 1}},
 	}
@@ -31,8 +31,14 @@ func TestMetaRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("decode(encode(x)):\n got %+v\nwant %+v", got, want)
 	}
-	if len(b) > 64 {
+	if len(b) > 96 {
 		t.Errorf("typical meta is %d bytes, want it small", len(b))
+	}
+	// A node of an earlier release sends no public URL.
+	old, _ := encodeMeta(NodeState{Role: RoleEdge, HTTPAddr: "a:1"}, metaLimit)
+	got, err = decodeMeta(old[:len(old)-1])
+	if err != nil || got.HTTPAddr != "a:1" || got.PublicURL != "" {
+		t.Errorf("meta without a public URL: %+v, %v", got, err)
 	}
 }
 
@@ -55,6 +61,29 @@ func TestMetaClampsOutOfRange(t *testing.T) {
 		if got.CPU != tc.cpu || got.Viewers != tc.viewers {
 			t.Errorf("%+v -> cpu %v viewers %d, want %v %d", tc.in, got.CPU, got.Viewers, tc.cpu, tc.viewers)
 		}
+	}
+}
+
+// TestMetaPublicURLGoesFirst: when every field is at its longest, the public
+// URL is dropped before the addresses the mesh needs.
+func TestMetaPublicURLGoesFirst(t *testing.T) {
+	long := strings.Repeat("h", 195) + ":7947"
+	s := NodeState{Region: strings.Repeat("r", 255), HTTPAddr: long, RelayAddr: long, PublicURL: "http://" + strings.Repeat("p", 240)}
+	b, clip := encodeMeta(s, metaLimit)
+	if want := (metaClip{Region: true, PublicURL: true}); clip != want {
+		t.Fatalf("clip = %+v, want %+v", clip, want)
+	}
+	got, err := decodeMeta(b)
+	if err != nil || got.PublicURL != "" || got.HTTPAddr != long || got.RelayAddr != long {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	s.Region = ""
+	s.PublicURL = "https://e1.example"
+	if b, clip = encodeMeta(s, metaLimit); clip.any() {
+		t.Fatalf("clip = %+v for a short public URL", clip)
+	}
+	if got, _ = decodeMeta(b); got.PublicURL != s.PublicURL {
+		t.Fatalf("public URL %q, want %q", got.PublicURL, s.PublicURL)
 	}
 }
 
@@ -128,7 +157,7 @@ func TestMetaSize(t *testing.T) {
 }
 
 func TestMetaRejects(t *testing.T) {
-	good, _ := encodeMeta(NodeState{Role: RoleEdge, Region: "x"}, metaLimit)
+	good, _ := encodeMeta(NodeState{Role: RoleEdge, Region: "x", PublicURL: "http://x"}, metaLimit)
 	for name, b := range map[string][]byte{
 		"empty":        nil,
 		"version 0":    append([]byte{0}, good[1:]...),

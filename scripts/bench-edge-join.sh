@@ -11,7 +11,7 @@
 # until the origin's window is full (12 segments: what a fresh subscriber
 # is replayed in a long-running show). Then, for each mode, RUNS times:
 # start a fresh edge (new node name and ports), poll every 5 ms until
-# playable, stop it with SIGTERM and wait for it.
+# playable, stop it with SIGINT and wait for it.
 #
 #   prewarm   the default edge (--prewarm 3): it subscribes to the mesh's
 #             most watched streams before reporting ready

@@ -13,8 +13,9 @@ bench_init() {
 
 bench_cleanup() {
 	local pid
+	# SIGINT: a relaymesh node stops at once (SIGTERM would drain it first).
 	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
+		kill -INT "$pid" 2>/dev/null || true
 	done
 	for pid in "${pids[@]}"; do
 		wait "$pid" 2>/dev/null || true

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,7 +29,6 @@ type cluster struct {
 	ep      *peer.Endpoint
 	puller  *peer.Puller
 	parents []string
-	state   atomic.Value // mesh.State
 	prewarm int
 	join    []string
 
@@ -118,7 +116,6 @@ func newCluster(n *node) (*cluster, error) {
 		return nil, fmt.Errorf("relay TLS: %w", err)
 	}
 	c := &cluster{prewarm: f.Prewarm}
-	c.state.Store(mesh.StateWarming)
 	for _, p := range strings.Split(f.Parent, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			c.parents = append(c.parents, p)
@@ -184,7 +181,7 @@ func (d directory) Upstreams(stream string) []peer.Upstream {
 	ups := make([]peer.Upstream, 0, len(ranked))
 	for _, n := range ranked {
 		if n.RelayAddr != "" {
-			ups = append(ups, peer.Upstream{Name: n.Name, Addr: n.RelayAddr})
+			ups = append(ups, peer.Upstream{Name: n.Name, Addr: n.RelayAddr, Draining: n.State == mesh.StateDraining})
 		}
 	}
 	return ups
@@ -194,8 +191,11 @@ func (d directory) Upstreams(stream string) []peer.Upstream {
 func (c *cluster) local(n *node, relayAddr, httpAddr string) mesh.NodeState {
 	viewers := n.hls.Viewers()
 	s := mesh.NodeState{
-		Role: n.role, State: c.state.Load().(mesh.State), Region: n.flags.Region,
-		HTTPAddr: httpAddr, RelayAddr: relayAddr, Capacity: n.flags.Capacity,
+		Role: n.role, State: n.state.Load().(mesh.State), Region: n.flags.Region,
+		HTTPAddr: httpAddr, RelayAddr: relayAddr, PublicURL: n.publicURL, Capacity: n.flags.capacity(),
+	}
+	for _, v := range viewers {
+		s.Viewers += v
 	}
 	for _, name := range n.registry.Names() {
 		st := n.registry.Get(name)
@@ -205,7 +205,6 @@ func (c *cluster) local(n *node, relayAddr, httpAddr string) mesh.NodeState {
 			continue
 		}
 		s.Streams = append(s.Streams, mesh.StreamLoad{Name: name, Viewers: viewers[name]})
-		s.Viewers += viewers[name]
 	}
 	// An on-demand pull is offered before it runs: a subscriber wakes it.
 	for _, p := range n.pulls {
@@ -259,7 +258,7 @@ func (c *cluster) run(ctx context.Context, n *node) error {
 		}
 	}
 	c.warm(ctx, n)
-	c.state.Store(mesh.StateReady)
+	n.state.CompareAndSwap(mesh.StateWarming, mesh.StateReady)
 	n.log.Info("node ready", "role", n.role, "mesh", c.mesh.Addr(), "relay", c.ep.Addr().String())
 	<-ctx.Done()
 	var errs []error

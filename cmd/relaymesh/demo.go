@@ -134,7 +134,7 @@ func runDemo(cmd *cobra.Command, f *nodeFlags) error {
 
 // waitReady returns once n reports ready (or ctx ends).
 func waitReady(ctx context.Context, n *node) {
-	for ctx.Err() == nil && n.cluster.state.Load().(mesh.State) != mesh.StateReady {
+	for ctx.Err() == nil && n.state.Load().(mesh.State) != mesh.StateReady {
 		select {
 		case <-ctx.Done():
 		case <-time.After(20 * time.Millisecond):

@@ -153,6 +153,13 @@ type playerStats struct {
 	Errors        []string `json:"errors"`
 	FatalErrors   []string `json:"fatalErrors"`
 	ErrorCount    int      `json:"errorCount"`
+	// Where media came from, and stalls (see edge/player).
+	Host          string         `json:"host"`
+	Hosts         map[string]int `json:"hosts"`
+	Pathway       string         `json:"pathway"`
+	SteeringLoads int            `json:"steeringLoads"`
+	Waiting       int            `json:"waiting"`
+	StalledMs     float64        `json:"stalledMs"`
 	// Beyond window.relaymesh: the page's clock (performance.now(), in
 	// ms), Chromium's count of decoded audio bytes, and the page's status
 	// line for failure messages.
@@ -167,9 +174,11 @@ func (s *playerStats) String() string {
 		lat = fmt.Sprintf("%.2fs", *s.Latency)
 	}
 	return fmt.Sprintf("engine=%q playing=%v currentTime=%.2f latency=%s bufferAhead=%.2f level=%q "+
-		"frames=%d dropped=%d audioBytes=%.0f frags=%d parts=%d errors=%d %q fatal=%q status=%q",
+		"frames=%d dropped=%d audioBytes=%.0f frags=%d parts=%d errors=%d %q fatal=%q status=%q "+
+		"pathway=%q host=%q hosts=%v steeringLoads=%d waiting=%d stalled=%.0fms",
 		s.Engine, s.Playing, s.CurrentTime, lat, s.BufferAhead, s.Level, s.TotalFrames, s.DroppedFrames,
-		s.AudioDecoded, s.FragsLoaded, s.PartsLoaded, s.ErrorCount, s.Errors, s.FatalErrors, s.Status)
+		s.AudioDecoded, s.FragsLoaded, s.PartsLoaded, s.ErrorCount, s.Errors, s.FatalErrors, s.Status,
+		s.Pathway, s.Host, s.Hosts, s.SteeringLoads, s.Waiting, s.StalledMs)
 }
 
 // statsJS reads window.relaymesh field by field (its properties are
@@ -184,6 +193,8 @@ const statsJS = `(() => {
 		bufferAhead: r.bufferAhead, level: r.level, droppedFrames: r.droppedFrames,
 		totalFrames: r.totalFrames, fragsLoaded: r.fragsLoaded, partsLoaded: r.partsLoaded,
 		errors: r.errors, fatalErrors: r.fatalErrors, errorCount: r.errorCount,
+		host: r.host, hosts: r.hosts, pathway: r.pathway, steeringLoads: r.steeringLoads,
+		waiting: r.waiting, stalledMs: r.stalledMs,
 		now: performance.now(),
 		audioDecoded: v && v.webkitAudioDecodedByteCount || 0,
 		status: st ? st.textContent : ''

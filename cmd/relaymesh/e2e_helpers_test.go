@@ -33,7 +33,7 @@ import (
 	mp4codecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mp4/codecs"
 )
 
-// stopTimeout bounds how long relaymesh may take to exit after SIGTERM.
+// stopTimeout bounds how long relaymesh may take to exit after SIGINT.
 const stopTimeout = 8 * time.Second
 
 // requireE2E skips the calling test under -short (a quick local loop) and
@@ -168,7 +168,7 @@ func originArgs(extra ...string) nodeArgs {
 }
 
 // startOrigin runs `relaymesh origin` on free loopback ports and waits
-// until it answers /healthz. Cleanup stops it with SIGTERM and asserts a
+// until it answers /healthz. Cleanup stops it with SIGINT and asserts a
 // clean exit.
 func startOrigin(t *testing.T, extra ...string) *daemon {
 	t.Helper()
@@ -226,7 +226,8 @@ func waitHealthy(p *proc, addr string, limit time.Duration) error {
 	return fmt.Errorf("timed out after %v: %v", limit, last)
 }
 
-// stop sends SIGTERM and asserts that the process exits 0 within
+// stop sends SIGINT, which stops a node at once (SIGTERM drains it first,
+// see TestDrain*), and asserts that the process exits 0 within
 // stopTimeout, after logging that it stopped. It runs once.
 func (n *daemon) stop(t *testing.T) {
 	t.Helper()
@@ -235,16 +236,16 @@ func (n *daemon) stop(t *testing.T) {
 			t.Errorf("%s (pid %d) had already exited with status %d before it was told to stop", n.name, n.pid, n.exitCode())
 			return
 		}
-		if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Errorf("SIGTERM %s: %v", n.name, err)
+		if err := n.cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Errorf("SIGINT %s: %v", n.name, err)
 		}
 		if !n.waitExit(stopTimeout) {
-			t.Errorf("%s (pid %d) did not exit within %v of SIGTERM", n.name, n.pid, stopTimeout)
+			t.Errorf("%s (pid %d) did not exit within %v of SIGINT", n.name, n.pid, stopTimeout)
 			n.kill()
 			return
 		}
 		if code := n.exitCode(); code != 0 {
-			t.Errorf("%s exited with status %d after SIGTERM, want 0 (clean shutdown)", n.name, code)
+			t.Errorf("%s exited with status %d after SIGINT, want 0 (clean shutdown)", n.name, code)
 		}
 		stderr := n.stderr.String()
 		if !strings.Contains(stderr, "msg=stopped") {

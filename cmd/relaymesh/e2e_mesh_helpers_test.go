@@ -61,7 +61,7 @@ func freeUDPAddr(t *testing.T) string {
 }
 
 // startMeshOrigin runs `relaymesh origin` as mesh node name with cluster
-// key key, on free loopback ports. Cleanup stops it with SIGTERM and
+// key key, on free loopback ports. Cleanup stops it with SIGINT and
 // asserts a clean exit.
 func startMeshOrigin(t *testing.T, name, key string, extra ...string) *meshNode {
 	t.Helper()
@@ -144,6 +144,17 @@ func (m metricsOf) labelled(name, label string) map[string]float64 {
 			if val, ok := strings.CutSuffix(rest, `"}`); ok {
 				out[val] = v
 			}
+		}
+	}
+	return out
+}
+
+// prefixed returns the series whose name starts with prefix.
+func (m metricsOf) prefixed(prefix string) metricsOf {
+	out := metricsOf{}
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = v
 		}
 	}
 	return out

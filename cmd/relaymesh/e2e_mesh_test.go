@@ -164,9 +164,10 @@ func TestMeshTwoHopChain(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("relaymesh status --api %s exited %d: %s", n.httpAddr, code, stderr)
 		}
-		rows := strings.Split(strings.TrimSpace(stdout), "\n")
-		if len(rows) != 4 || !strings.HasPrefix(rows[0], "NODE") {
-			t.Errorf("relaymesh status --api %s: want a header and 3 rows:\n%s", n.httpAddr, stdout)
+		table, total, _ := strings.Cut(strings.TrimSpace(stdout), "\n\n")
+		rows := strings.Split(table, "\n")
+		if len(rows) != 4 || !strings.HasPrefix(rows[0], "NODE") || !strings.HasPrefix(total, "mesh: 3 nodes, 3 taking viewers;") {
+			t.Errorf("relaymesh status --api %s: want a header, 3 rows and the mesh's total:\n%s", n.httpAddr, stdout)
 			continue
 		}
 		var listed []string
@@ -569,12 +570,20 @@ func runFanOutViewer(ctx, window context.Context, c *http.Client, base string, m
 	if !ok {
 		return v
 	}
+	// The first variant is the node that answered: in a mesh, the others
+	// are its fallback pathways, on other nodes.
 	var media string
 	for _, line := range strings.Split(string(r.body), "\n") {
-		if strings.HasPrefix(line, "media.m3u8?") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		media = line
+		if !strings.Contains(line, "://") {
 			media = base + line
 		}
+		break
 	}
+	base = media[:strings.LastIndexByte(strings.Split(media, "?")[0], '/')+1] // parts are beside it
 	if media == "" {
 		v.problem = fmt.Sprintf("multivariant playlist names no media playlist: %q", r.body)
 		return v

@@ -699,7 +699,7 @@ func TestHostileInput(t *testing.T) {
 	o.stop(t)
 }
 
-// TestShutdownReleasesBlockedRequests stops the daemon with SIGTERM while
+// TestShutdownReleasesBlockedRequests stops the daemon with SIGINT while
 // an encoder publishes and a viewer waits in a blocking playlist reload:
 // the daemon must exit 0 promptly, and the waiting viewer must not be
 // handed a 200 that is not a playlist.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -54,7 +55,7 @@ or as a key in the YAML file given to --config.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newOriginCmd(), newEdgeCmd(), newDemoCmd(), newStatusCmd(), newVersionCmd())
+	root.AddCommand(newOriginCmd(), newEdgeCmd(), newDemoCmd(), newStatusCmd(), newDrainCmd(), newVersionCmd())
 	return root
 }
 
@@ -119,9 +120,12 @@ func runNode(cmd *cobra.Command, f *nodeFlags, role mesh.Role, started func(cont
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(cmd.Context())
 	defer stop()
-	context.AfterFunc(ctx, func() { log.Info("shutting down") })
+	var signals sync.WaitGroup
+	defer signals.Wait()
+	defer stop()
+	signals.Go(func() { n.onSignals(ctx, stop) })
 	var extra []func(context.Context) error
 	if started != nil {
 		extra = append(extra, func(ctx context.Context) error { return started(ctx, n) })
@@ -143,6 +147,28 @@ func (f *nodeFlags) load(cmd *cobra.Command) (*slog.Logger, error) {
 		return nil, err
 	}
 	return f.logger()
+}
+
+// onSignals handles SIGINT and SIGTERM until ctx ends. SIGTERM drains the
+// node (see drainer), unless --drain-timeout is 0; SIGINT, or a second
+// SIGTERM, stops it at once.
+func (n *node) onSignals(ctx context.Context, stop context.CancelFunc) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM && n.flags.DrainTimeout > 0 && n.startDrain("SIGTERM") {
+				continue
+			}
+			n.log.Info("shutting down", "signal", sig.String())
+			stop()
+			return
+		}
+	}
 }
 
 func newVersionCmd() *cobra.Command {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/relaymesh/relaymesh/edge/steer"
 	"github.com/relaymesh/relaymesh/ingest"
 )
 
@@ -88,6 +89,18 @@ func (m *metrics) onSubscribers(stream string, n int) {
 	m.subs.WithLabelValues(stream).Set(float64(n))
 }
 
+// totalSubscribers reports how many downstream subscriptions this node
+// feeds, all streams together.
+func (m *metrics) totalSubscribers() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	total := 0
+	for _, n := range m.subsNow {
+		total += n
+	}
+	return total
+}
+
 // subscribers reports how many downstream nodes a stream is relayed to.
 func (m *metrics) subscribers(stream string) int {
 	m.mu.Lock()
@@ -151,5 +164,71 @@ func (c ingestCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for r, n := range c.gate.Refused() {
 		ch <- prometheus.MustNewConstMetric(ingestRefusedDesc, prometheus.CounterValue, float64(n), r.Proto, r.Reason)
+	}
+}
+
+var (
+	nodeViewersDesc = prometheus.NewDesc("relaymesh_node_viewers",
+		"Viewers on this node, all streams together.", nil, nil)
+	nodeCapacityDesc = prometheus.NewDesc("relaymesh_node_capacity",
+		"Viewers this node is meant to hold (--capacity, or --max-viewers); 0: unlimited.", nil, nil)
+	nodeHeadroomDesc = prometheus.NewDesc("relaymesh_node_headroom",
+		"Viewers this node can still take before its capacity (absent without one).", nil, nil)
+	nodeDrainingDesc = prometheus.NewDesc("relaymesh_node_draining",
+		"1 while this node drains.", nil, nil)
+	meshViewersDesc = prometheus.NewDesc("relaymesh_mesh_viewers",
+		"Viewers on every node of the mesh, as this node sees it.", nil, nil)
+	meshReadyDesc = prometheus.NewDesc("relaymesh_mesh_ready_nodes",
+		"Nodes taking new viewers (ready, not draining).", nil, nil)
+	meshCapacityDesc = prometheus.NewDesc("relaymesh_mesh_capacity",
+		"Capacity of the ready nodes that have one.", nil, nil)
+	meshHeadroomDesc = prometheus.NewDesc("relaymesh_mesh_headroom",
+		"Viewers the ready nodes with a capacity can still take: scale out when it runs low.", nil, nil)
+	meshUtilizationDesc = prometheus.NewDesc("relaymesh_mesh_utilization",
+		"Share of the ready nodes' capacity in use, 0 to 1 (an autoscaling target).", nil, nil)
+	decisionsDesc = prometheus.NewDesc("relaymesh_viewer_decisions_total",
+		"Viewer routing decisions: serve, redirect or shed a new session, or steer a playing one; reason says why.",
+		[]string{"decision", "reason"}, nil)
+)
+
+// routingCollector reports load, capacity and headroom, for this node and
+// the mesh, and the routing decisions taken, at scrape time.
+type routingCollector struct{ n *node }
+
+func (c routingCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{nodeViewersDesc, nodeCapacityDesc, nodeHeadroomDesc, nodeDrainingDesc,
+		meshViewersDesc, meshReadyDesc, meshCapacityDesc, meshHeadroomDesc, meshUtilizationDesc, decisionsDesc} {
+		ch <- d
+	}
+}
+
+func (c routingCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	viewers, capacity := n.viewers(), n.flags.capacity()
+	gauge(nodeViewersDesc, float64(viewers))
+	gauge(nodeCapacityDesc, float64(capacity))
+	if capacity > 0 {
+		gauge(nodeHeadroomDesc, float64(capacity-viewers))
+	}
+	draining := 0.0
+	if n.draining() {
+		draining = 1
+	}
+	gauge(nodeDrainingDesc, draining)
+	t := steer.Sum(n.routingNodes())
+	gauge(meshViewersDesc, float64(t.Viewers))
+	gauge(meshReadyDesc, float64(t.Ready))
+	gauge(meshCapacityDesc, float64(t.Capacity))
+	gauge(meshHeadroomDesc, float64(t.Headroom))
+	gauge(meshUtilizationDesc, t.Utilization())
+	if rt := n.hls.Routing; rt != nil {
+		for decision, reasons := range rt.Router.Decisions() {
+			for reason, count := range reasons {
+				ch <- prometheus.MustNewConstMetric(decisionsDesc, prometheus.CounterValue, float64(count), decision, string(reason))
+			}
+		}
 	}
 }

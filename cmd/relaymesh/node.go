@@ -11,6 +11,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -37,6 +38,7 @@ type nodeFlags struct {
 	Idle                               time.Duration
 	Prewarm, Capacity                  int
 	LogLevel                           string
+	routingFlags
 	ingestFlags
 	ingest bool // the encoder-facing flags are registered (origin, demo)
 }
@@ -61,7 +63,7 @@ func (f *nodeFlags) register(fs *pflag.FlagSet, ingest bool) {
 	fs.StringVar(&f.Advertise, "advertise", "", "host other nodes should dial for this node (default: the bind address, or the first non-loopback IP)")
 	fs.StringVar(&f.Parent, "parent", "", "comma-separated preferred upstream node names (a shield tier)")
 	fs.IntVar(&f.Prewarm, "prewarm", 3, "subscribe to this many of the mesh's most watched streams before reporting ready")
-	fs.IntVar(&f.Capacity, "capacity", 0, "viewers this node is meant to hold, for load-aware routing (0: unlimited)")
+	f.routingFlags.register(fs)
 	fs.DurationVar(&f.Idle, "idle", 30*time.Second, "how long a relayed stream nobody watches is kept")
 	fs.StringVar(&f.RelayCA, "relay-ca", "", "PEM CA for relay mTLS, instead of one derived from --cluster-key")
 	fs.StringVar(&f.RelayCert, "relay-cert", "", "PEM certificate for relay mTLS (with --relay-ca)")
@@ -95,8 +97,11 @@ func (f *nodeFlags) validate() error {
 	if f.Idle <= 0 {
 		return fmt.Errorf("--idle %v: must be positive", f.Idle)
 	}
-	if f.Prewarm < 0 || f.Capacity < 0 {
-		return errors.New("--prewarm and --capacity cannot be negative")
+	if f.Prewarm < 0 {
+		return errors.New("--prewarm cannot be negative")
+	}
+	if err := f.routingFlags.validate(); err != nil {
+		return err
 	}
 	if set := btoi(f.RelayCA != "") + btoi(f.RelayCert != "") + btoi(f.RelayKey != ""); set != 0 && set != 3 {
 		return errors.New("--relay-ca, --relay-cert and --relay-key go together: give all three or none")
@@ -149,6 +154,10 @@ type node struct {
 	rtspLn         net.Listener
 	pulls          []*rtsp.Puller
 	tls            *tls.Config
+
+	state     atomic.Value // mesh.State: warming, ready, draining
+	publicURL string       // how viewers reach this node
+	drain     drainer
 }
 
 // newNode binds every listener, so that a busy port is reported before
@@ -158,6 +167,8 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 		f.NodeName = hostname()
 	}
 	n := &node{flags: f, role: role, log: log.With("node", f.NodeName), baseLog: log}
+	n.state.Store(mesh.StateWarming)
+	n.drain.init()
 	log = n.log
 	n.hls = &edge.Server{Logger: log}
 	n.metrics = newMetrics(n.hls.Viewers, func() int {
@@ -188,7 +199,7 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 		n.close()
 		return nil, err
 	}
-	n.metrics.reg.MustRegister(ingestCollector{n.gate})
+	n.metrics.reg.MustRegister(ingestCollector{n.gate}, routingCollector{n})
 	if f.RTMP != "" {
 		if n.rtmpLn, err = listen("rtmp", f.RTMP); err != nil {
 			n.close()
@@ -206,12 +217,17 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 		n.close()
 		return nil, err
 	}
+	n.publicURL = f.publicURL(n.scheme(), n.httpLn)
 	if f.meshEnabled(explicit) {
 		if n.cluster, err = newCluster(n); err != nil {
 			n.close()
 			return nil, err
 		}
 		n.hls.Streams = n.cluster.puller
+		if n.hls.Routing, err = n.newRouting(); err != nil {
+			n.close()
+			return nil, err
+		}
 	} else if f.Mesh != "" && f.Relay != "" {
 		log.Info("running alone: set --cluster-key and --join to form a mesh")
 	}
@@ -240,10 +256,13 @@ func (n *node) close() {
 	}
 }
 
-// run serves until ctx ends, then shuts down cleanly.
+// run serves until ctx ends or a drain completes, then shuts down cleanly.
 func (n *node) run(ctx context.Context, extra ...func(context.Context) error) error {
 	defer n.registry.Close()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return n.drainWhenAsked(ctx, stop) })
 	if n.rtmpLn != nil {
 		srv := &rtmp.Server{Gate: n.gate, Logger: n.log}
 		g.Go(func() error { return srv.Serve(ctx, n.rtmpLn) })
@@ -260,6 +279,8 @@ func (n *node) run(ctx context.Context, extra ...func(context.Context) error) er
 	}
 	if n.cluster != nil {
 		g.Go(func() error { return n.cluster.run(ctx, n) })
+	} else {
+		n.state.CompareAndSwap(mesh.StateWarming, mesh.StateReady)
 	}
 	g.Go(func() error { return n.reloadKeysOnHangup(ctx) })
 	for _, f := range extra {
@@ -288,6 +309,8 @@ func (n *node) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("GET /readyz", n.serveReady)
+	mux.HandleFunc("POST /api/v1/drain", n.serveDrain)
 	mux.Handle("GET /metrics", n.metrics.handler())
 	mux.HandleFunc("GET /api/mesh", func(w http.ResponseWriter, r *http.Request) {
 		if n.cluster == nil {

@@ -9,14 +9,20 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/relaymesh/relaymesh/edge/steer"
+	"github.com/relaymesh/relaymesh/mesh"
 )
 
 func newStatusCmd() *cobra.Command {
 	var api string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Print the mesh as a table: nodes, role, state, load, round-trip estimate, streams",
+		Short: "Print the mesh as a table: nodes, role, state, load, headroom, round-trip estimate, streams",
 		Long: `Ask one node for the mesh as it sees it (GET /api/mesh) and print it.
+VIEWERS is viewers/capacity; HEADROOM is how many more viewers the node takes
+before routing sends new ones elsewhere. The last line sums the nodes that
+take new viewers (ready, not draining): the figure to scale on.
 RTT is that node's Vivaldi estimate of the round trip to each other node.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -35,8 +41,11 @@ RTT is that node's Vivaldi estimate of the round trip to each other node.`,
 				return fmt.Errorf("status: %s: %w", url, err)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tREGION\tHTTP\tVIEWERS\tEGRESS\tCPU\tRTT\tSTREAMS")
+			fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tREGION\tURL\tVIEWERS\tHEADROOM\tEGRESS\tCPU\tRTT\tSTREAMS")
+			all := make([]steer.Node, 0, len(nodes))
 			for _, n := range nodes {
+				all = append(all, steer.Node{Ready: n.State == mesh.StateReady, Draining: n.State == mesh.StateDraining,
+					Viewers: n.Viewers, Capacity: n.Capacity})
 				name := n.Name
 				if n.Self {
 					name += " *"
@@ -45,18 +54,31 @@ RTT is that node's Vivaldi estimate of the round trip to each other node.`,
 				if n.RTTMillis != nil {
 					rtt = fmt.Sprintf("%.1fms", *n.RTTMillis)
 				}
-				viewers := fmt.Sprint(n.Viewers)
+				viewers, headroom := fmt.Sprint(n.Viewers), "-"
 				if n.Capacity > 0 {
 					viewers += fmt.Sprintf("/%d", n.Capacity)
+					headroom = fmt.Sprint(n.Capacity - n.Viewers)
 				}
 				var streams []string
 				for _, s := range n.Streams {
 					streams = append(streams, fmt.Sprintf("%s(%d)", s.Name, s.Viewers))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\n", name, n.Role, n.State, dash(n.Region),
-					dash(n.HTTPAddr), viewers, bitrate(n.EgressBps), n.CPU*100, rtt, dash(strings.Join(streams, " ")))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\n", name, n.Role, n.State, dash(n.Region),
+					dash(n.PublicURL), viewers, headroom, bitrate(n.EgressBps), n.CPU*100, rtt, dash(strings.Join(streams, " ")))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			t := steer.Sum(all)
+			fmt.Fprintf(cmd.OutOrStdout(), "\nmesh: %d nodes, %d taking viewers; %d viewers", t.Nodes, t.Ready, t.Viewers)
+			if t.Capacity > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "; capacity %d, headroom %d (%.0f%% used)", t.Capacity, t.Headroom, 100*t.Utilization())
+			}
+			if t.Unlimited > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "; %d nodes without --capacity", t.Unlimited)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&api, "api", "http://127.0.0.1:8080", "any node's HTTP address")

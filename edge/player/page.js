@@ -13,7 +13,8 @@
   var st = {
     engine: '', playing: false, fatalErrors: [], errors: [], errorCount: 0,
     fragsLoaded: 0, partsLoaded: 0, lastError: '', lastFatal: false, lastErrorAt: 0,
-    blocked: false, everPlayed: false
+    blocked: false, everPlayed: false, host: '', hosts: {}, steeringLoads: 0, waiting: 0,
+    stalledMs: 0, waitingSince: 0
   };
   var hls = null;
   var retryTimer = 0;
@@ -82,6 +83,12 @@
     return st.playing && !video.paused && !video.ended;
   }
 
+  // The content steering pathway hls.js plays from: a node's name.
+  function pathway() {
+    var l = hls && hls.levels && hls.levels[hls.currentLevel];
+    return l && l.pathwayId && l.pathwayId !== '.' ? l.pathwayId : '';
+  }
+
   // Read-only diagnostics for people and automated browser tests.
   Object.defineProperty(window, 'relaymesh', {
     enumerable: true,
@@ -97,6 +104,14 @@
       get muted() { return video.muted; },
       get fragsLoaded() { return st.fragsLoaded; },
       get partsLoaded() { return st.partsLoaded; },
+      get host() { return st.host; },
+      get hosts() { return Object.assign({}, st.hosts); },
+      get pathway() { return pathway(); },
+      get steeringLoads() { return st.steeringLoads; },
+      get waiting() { return st.waiting; },
+      get stalledMs() {
+        return st.stalledMs + (st.waitingSince ? performance.now() - st.waitingSince : 0);
+      },
       get errors() { return st.errors.slice(); },
       get fatalErrors() { return st.fatalErrors.slice(); },
       get errorCount() { return st.errorCount; }
@@ -118,6 +133,7 @@
     if (lv) parts.push(lv + (br ? ' @ ' + (br / 1e6).toFixed(1) + ' Mb/s' : ''));
     parts.push('dropped ' + f[0] + '/' + f[1]);
     if (st.engine === 'native') parts.push('native HLS');
+    if (pathway()) parts.push('from ' + pathway());
     statusEl.textContent = parts.join(' · ');
 
     var show = st.lastError && performance.now() - st.lastErrorAt < SHOW_ERROR_MS;
@@ -160,12 +176,21 @@
   });
   video.addEventListener('volumechange', syncButton);
   video.addEventListener('playing', function () {
+    if (st.waitingSince) {
+      st.stalledMs += performance.now() - st.waitingSince;
+      st.waitingSince = 0;
+    }
     st.playing = st.everPlayed = true;
     st.blocked = false;
     syncButton();
   });
   ['waiting', 'pause', 'ended', 'emptied'].forEach(function (ev) {
     video.addEventListener(ev, function () { st.playing = false; });
+  });
+  video.addEventListener('waiting', function () {
+    if (!st.everPlayed) return;
+    st.waiting++;
+    if (!st.waitingSince) st.waitingSince = performance.now();
   });
 
   function startHls() {
@@ -175,7 +200,13 @@
     hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5 });
     hls.on(Hls.Events.FRAG_LOADED, function (ev, data) {
       if (data.part) st.partsLoaded++; else st.fragsLoaded++;
+      try {
+        var host = new URL((data.part || data.frag).url).host;
+        st.host = host;
+        st.hosts[host] = (st.hosts[host] || 0) + 1;
+      } catch (e) { /* a URL hls.js could load is one URL can parse */ }
     });
+    hls.on(Hls.Events.STEERING_MANIFEST_LOADED, function () { st.steeringLoads++; });
     hls.on(Hls.Events.MANIFEST_PARSED, play);
     hls.on(Hls.Events.ERROR, onHlsError);
     hls.loadSource(src);

@@ -26,6 +26,12 @@
 //	             (the last 50)
 //	fatalErrors  the fatal ones only (the last 50)
 //	errorCount   all errors seen, including those no longer kept
+//	host         host:port that served the last part or segment
+//	hosts        parts and segments loaded per host:port
+//	pathway      the content steering pathway (node name) playing, or ""
+//	steeringLoads  steering manifests loaded
+//	waiting      'waiting' events since playback first started: stalls
+//	stalledMs    milliseconds spent in those stalls
 //
 // The page picks hls.js wherever Media Source Extensions exist, except in
 // Safari, which plays LL-HLS natively; ?engine=native or ?engine=hls.js on
@@ -167,7 +173,8 @@ var pageCSP = strings.Join([]string{
 	"default-src 'none'",
 	"script-src 'self' " + hashSource(pageJS),
 	"style-src " + hashSource(pageCSS),
-	"connect-src 'self'",
+	// Steering moves the player to other nodes of the mesh.
+	"connect-src 'self' http: https:",
 	"media-src 'self' blob:",
 	"worker-src blob:",
 	"img-src data:",

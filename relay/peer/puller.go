@@ -12,9 +12,14 @@ import (
 
 // Upstream is a node that holds a stream, as the mesh knows it.
 type Upstream struct {
-	Name string
-	Addr string // its relay address
+	Name     string
+	Addr     string // its relay address
+	Draining bool   // it is shutting down: move off it while it still serves
 }
+
+// errUpstreamDraining ends a subscription to an upstream that started
+// draining while another holder is ready.
+var errUpstreamDraining = errors.New("upstream is draining")
 
 // Directory names the holders of a stream, best first. The mesh
 // implements it; the puller only consults it.
@@ -219,9 +224,20 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 		}
 		current = up.Name
 		from := pub.Stream.Snapshot().NextPart
-		err := p.cfg.Endpoint.Subscribe(ctx, up.Name, up.Addr, pub, from, markReady)
+		sctx, cancelSub := context.WithCancelCause(ctx)
+		var watch sync.WaitGroup
+		watch.Go(func() { p.watchDrain(sctx, cancelSub, name, up.Name) })
+		err := p.cfg.Endpoint.Subscribe(sctx, up.Name, up.Addr, pub, from, markReady)
+		cancelSub(nil)
+		watch.Wait()
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(context.Cause(sctx), errUpstreamDraining) {
+			// A planned move: the next holder continues from the next
+			// part, as after a failure, while this one still serves.
+			log.Info("upstream is draining; moving to another holder", "upstream", up.Name)
+			continue
 		}
 		if errors.Is(err, ErrRestarted) {
 			// Viewers lose this window; the next request starts afresh.
@@ -230,6 +246,30 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 		}
 		failed[up.Name] = time.Now()
 		log.Warn("upstream lost; choosing another", "upstream", up.Name, "err", err)
+	}
+}
+
+// watchDrain cancels a subscription to upstream, with errUpstreamDraining,
+// once upstream drains and another holder that does not is ranked first.
+func (p *Puller) watchDrain(ctx context.Context, cancel context.CancelCauseFunc, name, upstream string) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		ups := p.cfg.Directory.Upstreams(name)
+		if len(ups) == 0 || ups[0].Draining || ups[0].Name == upstream {
+			continue
+		}
+		for _, up := range ups {
+			if up.Name == upstream && up.Draining {
+				cancel(errUpstreamDraining)
+				return
+			}
+		}
 	}
 }
 

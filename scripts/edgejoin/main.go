@@ -18,7 +18,8 @@
 //
 // t1 is taken when the last of those responses has been read; the run's
 // figure is t1 - t0. A failed step sleeps -poll and starts over at step 1.
-// The edge is then stopped with SIGTERM and waited for.
+// The edge is then stopped with SIGINT (at once; SIGTERM would drain it)
+// and waited for.
 //
 // To show where the time goes, every line the edge writes to stderr is
 // stamped with its arrival time relative to t0 (the first occurrence of
@@ -255,7 +256,7 @@ func (r *run) do(showCmd bool) (*result, error) {
 
 	cmd := exec.Command(r.bin, args...)
 	// The edge must not outlive this helper, however it ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return res, err
@@ -342,14 +343,14 @@ func (r *run) do(showCmd bool) (*result, error) {
 	tr.CloseIdleConnections()
 
 	stopAt := time.Now()
-	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(syscall.SIGINT)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {
 	case res.exitErr = <-exited:
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
-		res.exitErr = fmt.Errorf("did not exit within 10 s of SIGTERM; killed: %v", <-exited)
+		res.exitErr = fmt.Errorf("did not exit within 10 s of SIGINT; killed: %v", <-exited)
 	}
 	res.exitTook = time.Since(stopAt)
 	<-logDone
@@ -431,7 +432,7 @@ func stopOnSignal() {
 		<-ch
 		currentMu.Lock()
 		if current != nil && current.Process != nil {
-			current.Process.Signal(syscall.SIGTERM)
+			current.Process.Signal(syscall.SIGINT)
 		}
 		currentMu.Unlock()
 		os.Exit(130)
@@ -656,7 +657,7 @@ func field(line, key string) string {
 
 func (res *result) print(w io.Writer, i int, label string, verbose bool) {
 	if res.playable > 0 {
-		fmt.Fprintf(w, "run %d %s: playable after %s (%d polls; edge exited %s after SIGTERM",
+		fmt.Fprintf(w, "run %d %s: playable after %s (%d polls; edge exited %s after SIGINT",
 			i, label, ms(res.playable), res.attempts, ms(res.exitTook))
 		if res.exitErr != nil {
 			fmt.Fprintf(w, ", exit: %v", res.exitErr)
