@@ -55,8 +55,14 @@ func runDemo(cmd *cobra.Command, f *nodeFlags) error {
 	if err != nil {
 		return fmt.Errorf("load the built-in clip: %w", err)
 	}
-	// The demo mesh stays on loopback unless told otherwise.
-	// The demo is a mesh: its addresses can move but not go away.
+	// The demo stays on loopback unless told otherwise: its ingest takes
+	// any publisher without a key. The demo is a mesh: its addresses can
+	// move but not go away.
+	for flag, addr := range map[string]*string{"http": &f.HTTP, "rtmp": &f.RTMP, "srt": &f.SRT, "rtsp": &f.RTSP} {
+		if !fs.Changed(flag) {
+			*addr = "127.0.0.1" + *addr
+		}
+	}
 	if !fs.Changed("mesh") || f.Mesh == "" {
 		f.Mesh = "127.0.0.1:0"
 	}

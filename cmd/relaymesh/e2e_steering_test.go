@@ -10,8 +10,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -438,4 +443,105 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	e2.exitedCleanly(t, 5*time.Second, "signal=terminated")
+}
+
+// viewersBin builds scripts/viewers, the steering-aware viewer swarm of
+// the surge drill, once per test binary.
+var viewersBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "relaymesh-viewers-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "viewers")
+	out, err := exec.Command("go", "build", "-o", bin, "../../scripts/viewers").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build scripts/viewers: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// swarmResult is the final report of scripts/viewers.
+type swarmResult struct {
+	Final       bool           `json:"final"`
+	Viewers     int            `json:"viewers"`
+	Stalls      int64          `json:"stalls"`
+	Redirects   int64          `json:"redirects"`
+	Switches    int64          `json:"switches"`
+	MediaErrors int64          `json:"media_errors"`
+	Skipped     int64          `json:"skipped_parts"`
+	PeakHosts   map[string]int `json:"peak_hosts"`
+}
+
+// TestSteeringNewEdgeTakesShare: 40 steered viewers (scripts/viewers,
+// which follows redirects and steering as hls.js does) arrive at the
+// origin and play on edge-1. A fresh edge-2 starts: steering sends it a
+// share of them, through a pathway clone, and none reloads its
+// multivariant playlist (edge-2 never serves one) or stalls.
+func TestSteeringNewEdgeTakesShare(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	bin, err := viewersBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t, 120*time.Second)
+	c := newHTTPClient(t)
+	capacity := append([]string{"--capacity", "100"}, steerFlags...)
+	o := startMeshOrigin(t, "origin", testClusterKey, steerFlags...)
+	startPublisher(t, "ffmpeg", o.rtmpURL("test"), 100)
+	e1 := startMeshEdge(t, "edge-1", testClusterKey, o.meshAddr, capacity...)
+	waitMembers(t, ctx, c, 2, o, e1)
+	waitReadyz(t, ctx, c, e1)
+	waitSteers(t, ctx, c, o, "origin", "edge-1", "origin")
+	waitPlaylist(t, ctx, c, o.url("/live/test/media.m3u8"), "a complete segment on the origin", hasComplete(1))
+
+	const viewers = 40
+	out := filepath.Join(t.TempDir(), "viewers.jsonl")
+	swarm := startProc(t, "viewers", nil, bin, "-entry", o.url("/live/test/index.m3u8"),
+		"-start", strconv.Itoa(viewers), "-viewers", strconv.Itoa(viewers), "-ramp", "0s", "-duration", "35s", "-out", out)
+	t.Cleanup(swarm.kill)
+	eventually(t, ctx, 20*time.Second, "the viewers playing on edge-1", func() (bool, string) {
+		v := mustScrape(t, ctx, c, e1).value("relaymesh_node_viewers")
+		return v == viewers, fmt.Sprintf("%g viewers", v)
+	})
+
+	e2 := startMeshEdge(t, "edge-2", testClusterKey, o.meshAddr, capacity...)
+	waitReadyz(t, ctx, c, e2)
+	ready := time.Now()
+	var first time.Duration
+	eventually(t, ctx, 20*time.Second, "edge-2 to take a share of the viewers", func() (bool, string) {
+		v := mustScrape(t, ctx, c, e2).value("relaymesh_node_viewers")
+		if v > 0 && first == 0 {
+			first = time.Since(ready)
+		}
+		return v >= viewers/5, fmt.Sprintf("%g viewers on edge-2", v)
+	})
+	t.Logf("edge-2's first steered viewer %v after it was ready; a fifth of them after %v (steering TTL %v)",
+		first.Round(10*time.Millisecond), time.Since(ready).Round(10*time.Millisecond), steeringTTL)
+
+	if !swarm.waitExit(60 * time.Second) {
+		t.Fatal("scripts/viewers did not finish")
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var res swarmResult
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil || !res.Final {
+		t.Fatalf("scripts/viewers final report %q: %v", lines[len(lines)-1], err)
+	}
+	t.Logf("viewers: %+v", res)
+	if res.Viewers != viewers || res.Stalls != 0 || res.MediaErrors != 0 || res.Skipped != 0 || res.Switches == 0 {
+		t.Errorf("viewers: %+v; want %d viewers, no stall, error or skipped part, and some switches", res, viewers)
+	}
+	// Every viewer loaded one multivariant playlist, at the origin, which
+	// redirected it; edge-2 served none: its viewers came by steering.
+	if res.Redirects != viewers {
+		t.Errorf("%d redirects, want one per viewer (%d)", res.Redirects, viewers)
+	}
+	m := mustScrape(t, ctx, c, e2)
+	if d := m.prefixed(`relaymesh_viewer_decisions_total{decision="serve"`); len(d) != 0 {
+		t.Errorf("edge-2 served multivariant playlists %v: a viewer reloaded one", d)
+	}
 }

@@ -136,7 +136,10 @@
     if (pathway()) parts.push('from ' + pathway());
     statusEl.textContent = parts.join(' · ');
 
-    var show = st.lastError && performance.now() - st.lastErrorAt < SHOW_ERROR_MS;
+    // hls.js recovers from most errors by itself: while the video plays,
+    // only a fatal one is worth showing.
+    var show = st.lastError && performance.now() - st.lastErrorAt < SHOW_ERROR_MS &&
+      (st.lastFatal || !playing());
     errorEl.textContent = show ? (st.lastFatal ? 'fatal error: ' : 'error: ') + st.lastError +
       (st.errorCount > 1 ? ' (' + st.errorCount + ' errors)' : '') : '';
     errorEl.className = show && st.lastFatal ? 'fatal' : '';
@@ -221,6 +224,16 @@
   }
 
   function onHlsError(ev, data) {
+    if (data.details === 'manifestIncompatibleCodecsError') {
+      // The stream is fine; this browser cannot decode it (H.265 without
+      // hardware decoding, as in Chromium and Firefox on Linux).
+      note(true, 'this browser cannot decode the stream\'s codecs: H.265 plays in Safari, or in Chrome and Edge with ' +
+        'hardware HEVC decoding; give the Play URL (index.m3u8) to VLC or ffplay, or publish H.264');
+      if (hls) hls.destroy();
+      hls = null;
+      st.unplayable = true; // reloading would not help: no watchdog restarts
+      return;
+    }
     var msg = data.type + '/' + data.details;
     if (data.response && data.response.code) msg += ' (HTTP ' + data.response.code + ')';
     note(!!data.fatal, msg);
@@ -276,7 +289,7 @@
     var now = performance.now();
     var stuck = video.ended || (!video.paused && video.currentTime === lastTime);
     lastTime = video.currentTime;
-    if (!stuck || !st.engine) {
+    if (!stuck || !st.engine || st.unplayable) {
       lastProgress = now;
       return;
     }

@@ -32,8 +32,8 @@ const (
 )
 
 // Router routes this node's viewers: it applies Admit and Steer to a
-// cached view of the mesh, adding to each node the viewers this node has
-// just sent there. Its zero value is not usable: Mesh must be set. Its
+// cached view of the mesh, adding to each node the new sessions this node
+// has just redirected there. Its zero value is not usable: Mesh must be set. Its
 // methods are safe for concurrent use.
 type Router struct {
 	Mesh       Mesh
@@ -137,12 +137,13 @@ func (r *Router) Admit(self string, who Viewer) Decision {
 	return d
 }
 
-// Steer decides a playing viewer's pathways at node self.
+// Steer decides a playing viewer's pathways at node self. Moves are not
+// entered in the ledger: many viewers move in one steering TTL, their new
+// node counts them at once, and a ledger that still counted them after
+// gossip did would make it look fuller than it is and move some back.
+// Which viewers move is hashed, so lagging counts do not move too many.
 func (r *Router) Steer(self string, who Viewer) Steering {
 	s := Steer(r.View(self), who, r.Policy)
-	if s.Reason == ReasonMove {
-		r.sent(s.Priority[0].Name)
-	}
 	r.count("steer", s.Reason)
 	return s
 }

@@ -286,8 +286,12 @@ func choose(cands []cand, who Viewer) Node {
 		if c.n.Name != who.Current {
 			continue
 		}
-		over := load(c.n) - mean
-		if over <= rebalanceSlack || unit(who.Session, "move") >= over/load(c.n) {
+		own := c.n
+		if who.Counted {
+			own.Pending = 0 // its count already includes whoever was sent there
+		}
+		over := load(own) - mean
+		if over <= rebalanceSlack || unit(who.Session, "move") >= over/load(own) {
 			return c.n
 		}
 	}
