@@ -212,7 +212,8 @@ func TestSteeringBrowserEdgeKilled(t *testing.T) {
 	waitPlaylist(t, ctx, c, o.url("/live/test/media.m3u8"), "a complete segment on the origin", hasComplete(1))
 
 	// Enter at the edge that will die: it serves, being an edge with room.
-	p := playInBrowser(t, b, e1.url("/live/test/"), browserStartLimit, 3*time.Second)
+	// ?debug keeps hls.js's log, printed if the test fails.
+	p := playInBrowser(t, b, e1.url("/live/test/?debug"), browserStartLimit, 3*time.Second)
 	for _, problem := range browserProblems(p, "640x360") {
 		t.Error(problem)
 	}
@@ -243,7 +244,7 @@ func TestSteeringBrowserEdgeKilled(t *testing.T) {
 
 	s = watchPlayer(t, b, 3*time.Second, func(*playerStats) bool { return false })
 	stall := time.Duration((s.StalledMs - before.StalledMs) * float64(time.Millisecond))
-	t.Logf("stalled %v (%d waiting events) while failing over", stall.Round(time.Millisecond), s.Waiting-before.Waiting)
+	t.Logf("stalled %v (%d waiting events) while failing over; player errors %q", stall.Round(time.Millisecond), s.Waiting-before.Waiting, s.Errors)
 	if stall > 2*time.Second { // one target duration
 		t.Errorf("the player stalled %v failing over, want at most one target duration (2 s): %v", stall, s)
 	}

@@ -74,7 +74,10 @@ RTT is that node's Vivaldi estimate of the round trip to each other node.`,
 			if t.Capacity > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "; capacity %d, headroom %d (%.0f%% used)", t.Capacity, t.Headroom, 100*t.Utilization())
 			}
-			if t.Unlimited > 0 {
+			switch {
+			case t.Unlimited == 1:
+				fmt.Fprintf(cmd.OutOrStdout(), "; 1 node without --capacity")
+			case t.Unlimited > 1:
 				fmt.Fprintf(cmd.OutOrStdout(), "; %d nodes without --capacity", t.Unlimited)
 			}
 			fmt.Fprintln(cmd.OutOrStdout())

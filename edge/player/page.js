@@ -200,7 +200,10 @@
     // maxLiveSyncPlaybackRate: a viewer who fell behind (a stall, a slow
     // start) plays up to 1.5x until back at the target latency, so the host
     // and the chat stay in step; hls.js otherwise keeps the delay it has.
-    hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5 });
+    hls = new Hls({
+      lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5,
+      debug: new URLSearchParams(location.search).has('debug') // ?debug: hls.js logs to the console
+    });
     hls.on(Hls.Events.FRAG_LOADED, function (ev, data) {
       if (data.part) st.partsLoaded++; else st.fragsLoaded++;
       try {

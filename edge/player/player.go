@@ -35,7 +35,8 @@
 //
 // The page picks hls.js wherever Media Source Extensions exist, except in
 // Safari, which plays LL-HLS natively; ?engine=native or ?engine=hls.js on
-// the page URL overrides the choice. hls.js may play at up to 1.5x to get
+// the page URL overrides the choice, and ?debug turns on hls.js's console
+// log. hls.js may play at up to 1.5x to get
 // back to its target latency after a stall (maxLiveSyncPlaybackRate), for
 // deficits up to about one target duration. Beyond the hls.js error recovery, a
 // watchdog reloads the stream when playback has not moved for 8 s without

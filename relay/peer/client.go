@@ -53,6 +53,12 @@ func (e *Endpoint) dial(ctx context.Context, peer, addr string) (*conn, error) {
 	return e.adopt(life, qc), nil
 }
 
+// Connect dials the node peer at addr, or reuses the connection to it.
+func (e *Endpoint) Connect(ctx context.Context, peer, addr string) error {
+	_, err := e.dial(ctx, peer, addr)
+	return err
+}
+
 // Subscription feeds a relay.Stream from an upstream node.
 type Subscription struct {
 	e     *Endpoint

@@ -200,7 +200,7 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 	failed := map[string]time.Time{} // upstreams that just failed us
 	var current string
 	for ctx.Err() == nil {
-		up, ok := p.choose(name, failed)
+		up, ok := p.connect(ctx, name, failed)
 		if !ok {
 			select {
 			case <-pl.ready:
@@ -273,13 +273,69 @@ func (p *Puller) watchDrain(ctx context.Context, cancel context.CancelCauseFunc,
 	}
 }
 
-// choose returns the best holder that has not just failed.
-func (p *Puller) choose(name string, failed map[string]time.Time) (Upstream, bool) {
+// connectStagger: when the best holder has not answered a QUIC dial in
+// this long, the next one is dialled too, and the first to answer is
+// used. A holder that has just died stays in the mesh for about two
+// seconds, until memberlist declares it dead; without this, a node that
+// viewers fail over to would wait out the dial timeout on it before
+// asking a live holder, and the viewers would stall.
+const connectStagger = 150 * time.Millisecond
+
+// connect returns the best holder that has not just failed and answers a
+// dial, dialling the next ones in turn while the earlier ones have not
+// answered. Holders that fail to answer are added to failed. It returns
+// false when none is left.
+func (p *Puller) connect(ctx context.Context, name string, failed map[string]time.Time) (Upstream, bool) {
+	var cands []Upstream
 	for _, up := range p.cfg.Directory.Upstreams(name) {
 		if t, ok := failed[up.Name]; ok && time.Since(t) < 2*time.Second {
 			continue
 		}
-		return up, true
+		cands = append(cands, up)
+	}
+	switch len(cands) {
+	case 0:
+		return Upstream{}, false
+	case 1:
+		return cands[0], true // Subscribe dials it
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var dials sync.WaitGroup
+	defer dials.Wait()
+	defer cancel()
+	type answer struct {
+		i   int
+		err error
+	}
+	answers := make(chan answer, len(cands))
+	next, pending := 0, 0
+	dial := func() {
+		i := next
+		next, pending = next+1, pending+1
+		dials.Go(func() { answers <- answer{i, p.cfg.Endpoint.Connect(ctx, cands[i].Name, cands[i].Addr)} })
+	}
+	dial()
+	stagger := time.NewTicker(connectStagger)
+	defer stagger.Stop()
+	for pending > 0 {
+		select {
+		case a := <-answers:
+			pending--
+			if a.err == nil {
+				return cands[a.i], true
+			}
+			failed[cands[a.i].Name] = time.Now()
+			p.log.Info("upstream does not answer; trying the next", "stream", name, "upstream", cands[a.i].Name, "err", a.err)
+			if next < len(cands) {
+				dial()
+			}
+		case <-stagger.C:
+			if next < len(cands) {
+				dial()
+			}
+		case <-ctx.Done():
+			return Upstream{}, false
+		}
 	}
 	return Upstream{}, false
 }
