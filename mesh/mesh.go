@@ -357,11 +357,7 @@ func (m *Mesh) Join(ctx context.Context, seeds []string) (int, error) {
 	m.mu.Lock()
 	m.seeds = clean
 	m.mu.Unlock()
-	n, err := m.join(ctx, clean)
-	if err == nil && n > 0 {
-		m.log.Info("joined mesh", "seeds", n, "members", m.Members())
-	}
-	return n, err
+	return m.join(ctx, clean)
 }
 
 func (m *Mesh) join(ctx context.Context, seeds []string) (int, error) {
@@ -484,9 +480,12 @@ func (m *Mesh) stop(leave bool) {
 		return
 	}
 	m.stopped = true
+	left := false
 	if leave {
 		if err := m.ml.Leave(leaveTimeout); err != nil {
 			m.log.Warn("mesh leave not confirmed; peers will detect the failure instead", "err", err)
+		} else {
+			left = true
 		}
 	}
 	if err := m.ml.Shutdown(); err != nil {
@@ -497,7 +496,7 @@ func (m *Mesh) stop(leave bool) {
 	m.members.Store(1)
 	m.mu.Unlock()
 	close(m.done)
-	m.log.Info("mesh stopped", "left", leave)
+	m.log.Info("mesh stopped", "left", left)
 }
 
 // sample calls Local and normalizes the result.

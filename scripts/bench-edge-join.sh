@@ -84,20 +84,7 @@ pids+=("$ffmpeg_pid")
 
 media="http://127.0.0.1:$http_port/live/bench/media.m3u8"
 echo "== waiting for the stream to be live"
-live=0
-for _ in $(seq 1 200); do
-	if curl -fsS --max-time 5 "$media" 2>/dev/null | grep -q '^#EXT-X-PART:'; then
-		live=1
-		break
-	fi
-	kill -0 "$ffmpeg_pid" 2>/dev/null || break
-	sleep 0.1
-done
-if ((!live)); then
-	echo "bench-edge-join: the stream did not go live; ffmpeg and origin logs:" >&2
-	cat "$tmp/ffmpeg.log" "$tmp/origin.log" >&2
-	exit 1
-fi
+wait_live "$media" "$ffmpeg_pid" "$tmp/ffmpeg.log" "$tmp/origin.log"
 
 summaries=()
 first=1

@@ -47,6 +47,24 @@ seconds() {
 	esac
 }
 
+# wait_live URL PID LOG...: waits up to 20 s until the media playlist at URL
+# lists a part, while process PID (the encoder) runs; otherwise prints the
+# LOG files and exits 1.
+wait_live() {
+	local url=$1 pid=$2 i
+	shift 2
+	for i in $(seq 1 200); do
+		if curl -fsSL --max-time 5 "$url" 2>/dev/null | grep -q '^#EXT-X-PART:'; then
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "$bench_name: the stream did not go live; logs:" >&2
+	cat "$@" >&2
+	exit 1
+}
+
 # cpu_ticks PID: CPU time the process has used, in clock ticks (Linux).
 cpu_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,7 +128,7 @@ func newCluster(n *node) (*cluster, error) {
 		}
 	}
 	c.ep, err = peer.Listen(peer.Config{
-		Node: f.NodeName, TLS: tc, Registry: n.registry, Logger: n.log,
+		Node: f.NodeName, TLS: tc, Registry: n.registry, Logger: n.baseLog, // peer adds the node's name
 		OnEgress: n.metrics.onEgress, OnSubscribers: n.metrics.onSubscribers, Wake: n.wake,
 	}, f.Relay)
 	if err != nil {
@@ -173,18 +174,40 @@ func canceled() context.Context {
 	return ctx
 }
 
-// directory ranks a stream's holders for the puller.
+// directory ranks a stream's upstreams for the puller: the holders, with
+// the --parent nodes first, and a parent that does not hold the stream
+// yet in its place as a shield, which will pull the stream itself.
 type directory struct{ c *cluster }
 
 func (d directory) Upstreams(stream string) []peer.Upstream {
 	ranked := mesh.Rank(d.c.mesh.Holders(stream), d.c.parents, d.c.mesh.RTT)
-	ups := make([]peer.Upstream, 0, len(ranked))
+	ups := make([]peer.Upstream, 0, len(ranked)+len(d.c.parents))
+	for _, name := range d.c.parents {
+		if slices.ContainsFunc(ranked, func(n mesh.NodeState) bool { return n.Name == name }) {
+			continue // Rank put it first already
+		}
+		if n, ok := d.c.mesh.Node(name); ok && n.State == mesh.StateReady && n.RelayAddr != "" && name != d.c.mesh.LocalName() {
+			ups = append(ups, peer.Upstream{Name: n.Name, Addr: n.RelayAddr, Shield: true})
+		}
+	}
 	for _, n := range ranked {
 		if n.RelayAddr != "" {
 			ups = append(ups, peer.Upstream{Name: n.Name, Addr: n.RelayAddr, Draining: n.State == mesh.StateDraining})
 		}
 	}
+	// Holding parents come before shields, in --parent order.
+	slices.SortStableFunc(ups, func(a, b peer.Upstream) int {
+		return cmp.Compare(d.c.parentRank(a.Name), d.c.parentRank(b.Name))
+	})
 	return ups
+}
+
+// parentRank is name's place in --parent, or after all of them.
+func (c *cluster) parentRank(name string) int {
+	if i := slices.Index(c.parents, name); i >= 0 {
+		return i
+	}
+	return len(c.parents)
 }
 
 // local is what this node gossips about itself.
@@ -259,7 +282,12 @@ func (c *cluster) run(ctx context.Context, n *node) error {
 	}
 	c.warm(ctx, n)
 	n.state.CompareAndSwap(mesh.StateWarming, mesh.StateReady)
-	n.log.Info("node ready", "role", n.role, "mesh", c.mesh.Addr(), "relay", c.ep.Addr().String())
+	if len(c.join) > 0 && c.mesh.Members() == 1 {
+		n.log.Warn("node ready, but alone: no seed answered (are they up, and is --cluster-key the same on every node?); retrying",
+			"role", n.role, "seeds", c.join)
+	} else {
+		n.log.Info("node ready", "role", n.role, "members", c.mesh.Members(), "mesh", c.mesh.Addr(), "relay", c.ep.Addr().String())
+	}
 	<-ctx.Done()
 	var errs []error
 	for range 3 {

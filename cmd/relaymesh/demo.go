@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -114,8 +115,21 @@ func runDemo(cmd *cobra.Command, f *nodeFlags) error {
 	defer stop()
 	context.AfterFunc(ctx, func() { log.Info("shutting down") })
 	g, ctx := errgroup.WithContext(ctx)
+	// The edges stop first and the origin once they have: each edge's
+	// mesh leave is then acknowledged at once, and the origin, left alone,
+	// has nobody to tell.
+	originCtx, stopOrigin := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOrigin()
+	var edges sync.WaitGroup
+	edges.Add(len(nodes) - 1)
 	g.Go(func() error {
-		return origin.run(ctx, func(ctx context.Context) error {
+		<-ctx.Done()
+		edges.Wait()
+		stopOrigin()
+		return nil
+	})
+	g.Go(func() error {
+		return origin.run(originCtx, func(ctx context.Context) error {
 			return clip.Publish(ctx, origin.registry, demoStream, origin.packager, demo.Options{Logger: origin.log})
 		})
 	})
@@ -123,7 +137,14 @@ func runDemo(cmd *cobra.Command, f *nodeFlags) error {
 	// ready, so that edge-2 finds the stream on edge-1.
 	waitReady(ctx, origin)
 	for _, e := range nodes[1:] {
-		g.Go(func() error { return e.run(ctx) })
+		if ctx.Err() != nil {
+			edges.Done()
+			continue
+		}
+		g.Go(func() error {
+			defer edges.Done()
+			return e.run(ctx)
+		})
 		waitReady(ctx, e)
 		// The next edge learns who holds the stream from the origin.
 		for ctx.Err() == nil && !holds(origin, e.flags.NodeName, demoStream) {

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/relaymesh/relaymesh/internal/logbuf"
 	"io"
 	"net"
 	"net/http"
@@ -31,6 +30,9 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	mp4codecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mp4/codecs"
+
+	"github.com/relaymesh/relaymesh/internal/logbuf"
+	"github.com/relaymesh/relaymesh/internal/m3u8attr"
 )
 
 // stopTimeout bounds how long relaymesh may take to exit after SIGINT.
@@ -407,39 +409,8 @@ type mediaPlaylist struct {
 	Endlist        bool
 }
 
-// attrs parses an attribute list (RFC 8216 4.2).
-func attrs(s string) (map[string]string, error) {
-	out := map[string]string{}
-	for s != "" {
-		k, rest, ok := strings.Cut(s, "=")
-		if !ok {
-			return nil, fmt.Errorf("attribute without value in %q", s)
-		}
-		var v string
-		if strings.HasPrefix(rest, `"`) {
-			end := strings.IndexByte(rest[1:], '"')
-			if end < 0 {
-				return nil, fmt.Errorf("unterminated quoted string in %q", s)
-			}
-			v, rest = rest[1:1+end], rest[2+end:]
-		} else {
-			v, rest, _ = strings.Cut(rest, ",")
-			rest = "," + rest
-			if rest == "," {
-				rest = ""
-			}
-		}
-		out[k] = v
-		if rest != "" {
-			if rest[0] != ',' {
-				return nil, fmt.Errorf("junk after attribute %s in %q", k, s)
-			}
-			rest = rest[1:]
-		}
-		s = rest
-	}
-	return out, nil
-}
+// attrs parses an attribute list (RFC 8216 4.2), strictly.
+func attrs(s string) (map[string]string, error) { return m3u8attr.Parse(s) }
 
 // parseMediaPlaylist parses an LL-HLS media playlist, checking the rules a
 // player relies on.

@@ -776,3 +776,38 @@ func TestMeshFanOut(t *testing.T) {
 	}
 	o.stop(t)
 }
+
+// TestShieldPullsThroughParent: edge-2 has --parent edge-1, and neither
+// holds the stream when edge-2 gets a viewer. edge-2 subscribes to edge-1
+// anyway, which pulls the stream from the origin: the shield tier stands
+// between its children and the origin, which feeds one node.
+func TestShieldPullsThroughParent(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 90*time.Second)
+	c := newHTTPClient(t)
+	o := startMeshOrigin(t, "origin", testClusterKey)
+	e1 := startMeshEdge(t, "edge-1", testClusterKey, o.meshAddr, "--prewarm", "0")
+	e2 := startMeshEdge(t, "edge-2", testClusterKey, o.meshAddr, "--prewarm", "0", "--parent", "edge-1")
+	waitMembers(t, ctx, c, 3, o, e1, e2)
+	startPublisher(t, "ffmpeg", o.rtmpURL("test"), 60)
+	waitPlaylist(t, ctx, c, o.url("/live/test/media.m3u8"), "a complete segment on the origin", hasComplete(1))
+	waitHolders(t, ctx, c, e2, "test", "origin")
+
+	waitPlaylist(t, ctx, c, e2.url("/live/test/media.m3u8"), "a complete segment on edge-2", hasComplete(1))
+	if lines := e2.logLines("relaying stream", "stream=test"); len(lines) != 1 || !strings.Contains(lines[0], "upstream=edge-1") {
+		t.Errorf("edge-2 should relay test through its parent edge-1; its log says %q", lines)
+	}
+	if lines := e1.logLines("relaying stream", "stream=test"); len(lines) != 1 || !strings.Contains(lines[0], "upstream=origin") {
+		t.Errorf("edge-1 should relay test from the origin; its log says %q", lines)
+	}
+	m := mustScrape(t, ctx, c, o)
+	if subs := m.labelled("relaymesh_relay_subscribers", "stream"); subs["test"] != 1 {
+		t.Errorf("origin: relaymesh_relay_subscribers %v, want {test: 1} (edge-1 only)", subs)
+	}
+	if egress := m.labelled("relaymesh_relay_egress_bytes_total", "peer"); len(egress) != 1 || egress["edge-1"] == 0 {
+		t.Errorf("origin: relay egress %v, want to edge-1 only", egress)
+	}
+	s := playAndCheck(t, e2.url("/live/test/index.m3u8"), 4*time.Second, 45*time.Second)
+	t.Logf("gohlslib on edge-2 through the shield: %d parts", len(s.parts))
+}

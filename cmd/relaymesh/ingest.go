@@ -249,7 +249,16 @@ func (n *node) onDemand(stream string) *rtsp.Puller {
 func (n *node) wake(ctx context.Context, stream string) *relay.Stream {
 	p := n.onDemand(stream)
 	if p == nil {
-		return nil
+		// A downstream node that has this one as its --parent asks for a
+		// stream it does not hold: pull it from the mesh, as a shield.
+		if n.cluster == nil {
+			return nil
+		}
+		st, err := n.cluster.puller.LookupForShield(ctx, stream)
+		if err != nil {
+			return nil
+		}
+		return st
 	}
 	p.Demand()
 	tick := time.NewTicker(20 * time.Millisecond)

@@ -113,6 +113,9 @@ func runNode(cmd *cobra.Command, f *nodeFlags, role mesh.Role, started func(cont
 	if err != nil {
 		return err
 	}
+	if cmd.Flags().Changed("cluster-key") && f.ClusterKey == "" {
+		return errors.New("--cluster-key is empty (an unset shell variable?): give the mesh's shared secret, e.g. from `openssl rand -hex 16`, or leave the flag out to run alone")
+	}
 	if role == mesh.RoleEdge && !f.meshEnabled(cmd.Flags().Changed) {
 		return errors.New("an edge needs a mesh: give --cluster-key and --join HOST:7946 (another node's --mesh)")
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -112,8 +113,12 @@ func (f *nodeFlags) validate() error {
 		if a.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+		_, p, err := net.SplitHostPort(a.addr)
+		if err != nil {
 			return fmt.Errorf("--%s %q: want host:port or :port (%v)", a.name, a.addr, err)
+		}
+		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("--%s %q: the port must be a number from 0 to 65535", a.name, a.addr)
 		}
 	}
 	return nil
@@ -320,16 +325,40 @@ func (n *node) handler() http.Handler {
 		n.cluster.serveAPI(w, r)
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		names := n.registry.Names()
-		sort.Strings(names)
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "relaymesh %s\n\nstreams:\n", version())
-		for _, s := range names {
-			base := n.scheme() + "://" + r.Host + edge.PathPrefix + s + "/"
-			fmt.Fprintf(w, "  %s\n    play: %sindex.m3u8\n    watch in a browser: %s\n", s, base, base)
+		// This node's streams, and on a mesh node those it relays on
+		// request from the others.
+		names := map[string]bool{}
+		for _, s := range n.registry.Names() {
+			names[s] = true
 		}
-		if len(names) == 0 {
+		if n.cluster != nil {
+			for _, ns := range n.cluster.mesh.Nodes() {
+				for _, s := range ns.Streams {
+					names[s.Name] = names[s.Name] || false
+				}
+			}
+		}
+		sorted := make([]string, 0, len(names))
+		for s := range names {
+			sorted = append(sorted, s)
+		}
+		sort.Strings(sorted)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "relaymesh %s: %s %s\n\nstreams:\n", version(), n.role, n.flags.NodeName)
+		for _, s := range sorted {
+			base := n.scheme() + "://" + r.Host + edge.PathPrefix + s + "/"
+			where := ""
+			if !names[s] {
+				where = " (in the mesh: relayed here when someone watches)"
+			}
+			fmt.Fprintf(w, "  %s%s\n    play: %sindex.m3u8\n    watch in a browser: %s\n", s, where, base, base)
+		}
+		switch {
+		case len(sorted) > 0:
+		case n.role == mesh.RoleOrigin:
 			fmt.Fprintln(w, "  (none: publish to rtmp://HOST/live/{stream}, srt://HOST:6000?streamid=publish:{stream}\n   or rtsp://HOST:8554/live/{stream})")
+		default:
+			fmt.Fprintln(w, "  (none in the mesh: publish to an origin)")
 		}
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

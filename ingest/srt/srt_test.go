@@ -199,8 +199,10 @@ func checkPublished(t *testing.T, snap *relay.Snapshot, seconds int, codecs *reg
 	// Whole-stream counts, less the tail: ffmpeg closes the connection
 	// right after its encoder's last (lookahead) frames, and gosrt drops
 	// what it still holds for its receiver latency when the caller's
-	// SHUTDOWN arrives.
-	const tail = 15 // frames, half a second
+	// SHUTDOWN arrives. On a loaded machine the encoder (libx265
+	// especially) falls behind real time, and more is in flight then:
+	// 21 frames were once seen missing with the whole suite running.
+	const tail = 45 // frames, 1.5 s
 	if want := seconds * 30; video < want-tail || video > want {
 		t.Errorf("%d video samples from %d s at 30 fps", video, seconds)
 	}

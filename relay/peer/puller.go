@@ -10,19 +10,35 @@ import (
 	"github.com/relaymesh/relaymesh/relay"
 )
 
-// Upstream is a node that holds a stream, as the mesh knows it.
+// Upstream is a node to subscribe to for a stream, as the mesh knows it.
 type Upstream struct {
 	Name     string
 	Addr     string // its relay address
 	Draining bool   // it is shutting down: move off it while it still serves
+	// Shield is a preferred upstream (--parent) that does not hold the
+	// stream yet: subscribing to it makes it pull the stream itself, so a
+	// shield tier stands between its children and the origin.
+	Shield bool
+}
+
+// holds reports whether some upstream holds the stream: a shield alone
+// cannot conjure a stream nobody has.
+func holds(ups []Upstream) bool {
+	for _, up := range ups {
+		if !up.Shield {
+			return true
+		}
+	}
+	return false
 }
 
 // errUpstreamDraining ends a subscription to an upstream that started
 // draining while another holder is ready.
 var errUpstreamDraining = errors.New("upstream is draining")
 
-// Directory names the holders of a stream, best first. The mesh
-// implements it; the puller only consults it.
+// Directory names the upstreams for a stream, best first: the nodes that
+// hold it, and shields (see Upstream). The mesh implements it; the puller
+// only consults it.
 type Directory interface {
 	Upstreams(stream string) []Upstream
 }
@@ -61,6 +77,9 @@ type pull struct {
 	ready chan struct{} // closed once the window has arrived
 	done  chan struct{} // closed when the pull ends
 	err   error         // why it ended before being ready
+	// holdersOnly: started for a downstream node that asked this one as
+	// its shield; asking a shield in turn could go round in a circle.
+	holdersOnly bool
 }
 
 // NewPuller returns a Puller; Run must be running for it to pull.
@@ -92,6 +111,17 @@ func (p *Puller) Run(ctx context.Context) error {
 // or already relays it, otherwise a new subscription's, once the upstream's
 // window has arrived. It implements edge.Streams.
 func (p *Puller) Lookup(ctx context.Context, name string) (*relay.Stream, error) {
+	return p.lookup(ctx, name, false)
+}
+
+// LookupForShield is Lookup for a downstream node that subscribed to this
+// one as its shield: the pull, if it starts one, asks only nodes that
+// hold the stream.
+func (p *Puller) LookupForShield(ctx context.Context, name string) (*relay.Stream, error) {
+	return p.lookup(ctx, name, true)
+}
+
+func (p *Puller) lookup(ctx context.Context, name string, holdersOnly bool) (*relay.Stream, error) {
 	select { // a request may arrive while the node is still starting
 	case <-p.running:
 	case <-ctx.Done():
@@ -103,11 +133,11 @@ func (p *Puller) Lookup(ctx context.Context, name string) (*relay.Stream, error)
 	if st := p.cfg.Registry.Get(name); pl == nil && st != nil {
 		// Published here, or a window nobody else can refresh (an encoder
 		// reconnecting within the grace period): serve it as it is.
-		if p.cfg.Registry.HasPublisher(name) || len(p.cfg.Directory.Upstreams(name)) == 0 {
+		if p.cfg.Registry.HasPublisher(name) || !holds(p.cfg.Directory.Upstreams(name)) {
 			return st, nil
 		}
 	}
-	pl, err := p.start(name)
+	pl, err := p.start(name, holdersOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +162,7 @@ func (p *Puller) Lookup(ctx context.Context, name string) (*relay.Stream, error)
 // failed.
 func (p *Puller) Pull(name string) <-chan struct{} {
 	<-p.running
-	pl, err := p.start(name)
+	pl, err := p.start(name, false)
 	if err != nil {
 		ch := make(chan struct{})
 		close(ch)
@@ -150,7 +180,7 @@ func (p *Puller) Pull(name string) <-chan struct{} {
 }
 
 // start returns the stream's pull, starting one if there is none.
-func (p *Puller) start(name string) (*pull, error) {
+func (p *Puller) start(name string, holdersOnly bool) (*pull, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if pl := p.pulls[name]; pl != nil {
@@ -159,7 +189,7 @@ func (p *Puller) start(name string) (*pull, error) {
 	if p.life == nil || p.life.Err() != nil {
 		return nil, errors.New("puller is not running")
 	}
-	if len(p.cfg.Directory.Upstreams(name)) == 0 {
+	if !holds(p.cfg.Directory.Upstreams(name)) {
 		return nil, relay.ErrNoStream // nobody holds it: 404 at once
 	}
 	// A window left from an earlier pull ended where that subscription
@@ -170,7 +200,7 @@ func (p *Puller) start(name string) (*pull, error) {
 	if err != nil {
 		return nil, err
 	}
-	pl := &pull{ready: make(chan struct{}), done: make(chan struct{})}
+	pl := &pull{ready: make(chan struct{}), done: make(chan struct{}), holdersOnly: holdersOnly}
 	p.pulls[name] = pl
 	p.wg.Add(1)
 	go func() {
@@ -200,7 +230,7 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 	failed := map[string]time.Time{} // upstreams that just failed us
 	var current string
 	for ctx.Err() == nil {
-		up, ok := p.connect(ctx, name, failed)
+		up, ok := p.connect(ctx, name, failed, pl.holdersOnly)
 		if !ok {
 			select {
 			case <-pl.ready:
@@ -285,10 +315,14 @@ const connectStagger = 150 * time.Millisecond
 // dial, dialling the next ones in turn while the earlier ones have not
 // answered. Holders that fail to answer are added to failed. It returns
 // false when none is left.
-func (p *Puller) connect(ctx context.Context, name string, failed map[string]time.Time) (Upstream, bool) {
+func (p *Puller) connect(ctx context.Context, name string, failed map[string]time.Time, holdersOnly bool) (Upstream, bool) {
 	var cands []Upstream
-	for _, up := range p.cfg.Directory.Upstreams(name) {
-		if t, ok := failed[up.Name]; ok && time.Since(t) < 2*time.Second {
+	ups := p.cfg.Directory.Upstreams(name)
+	if !holds(ups) {
+		return Upstream{}, false
+	}
+	for _, up := range ups {
+		if t, ok := failed[up.Name]; (ok && time.Since(t) < 2*time.Second) || (holdersOnly && up.Shield) {
 			continue
 		}
 		cands = append(cands, up)

@@ -51,6 +51,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/relaymesh/relaymesh/internal/m3u8attr"
 )
 
 // part is one EXT-X-PART line.
@@ -169,29 +171,9 @@ func parsePlaylist(body []byte) (*playlist, error) {
 	return pl, nil
 }
 
-// attrs parses an attribute list: KEY=value,KEY="quoted, value".
+// attrs parses an attribute list, leniently.
 func attrs(s string) map[string]string {
-	m := map[string]string{}
-	for s != "" {
-		key, rest, ok := strings.Cut(s, "=")
-		if !ok {
-			break
-		}
-		var val string
-		if strings.HasPrefix(rest, `"`) {
-			end := strings.IndexByte(rest[1:], '"')
-			if end < 0 {
-				val, rest = rest[1:], ""
-			} else {
-				val, rest = rest[1:1+end], rest[2+end:]
-			}
-			rest = strings.TrimPrefix(rest, ",")
-		} else {
-			val, rest, _ = strings.Cut(rest, ",")
-		}
-		m[strings.TrimSpace(key)] = val
-		s = rest
-	}
+	m, _ := m3u8attr.Parse(s)
 	return m
 }
 

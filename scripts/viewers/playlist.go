@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/relaymesh/relaymesh/internal/m3u8attr"
 )
 
 // variant is one EXT-X-STREAM-INF of a multivariant playlist (hls.js: a
@@ -408,28 +410,9 @@ func (pl *mediaPlaylist) partsBetween(a, b cursor) int {
 }
 
 // eachAttr calls f with each KEY=VALUE of an attribute list, quotes
-// removed.
+// removed; a malformed rest of the list is ignored.
 func eachAttr(list string, f func(key, val string)) {
-	for list != "" {
-		key, rest, ok := strings.Cut(list, "=")
-		if !ok {
-			return
-		}
-		var val string
-		if strings.HasPrefix(rest, `"`) {
-			end := strings.IndexByte(rest[1:], '"')
-			if end < 0 {
-				val, rest = rest[1:], ""
-			} else {
-				val, rest = rest[1:1+end], rest[2+end:]
-			}
-			_, rest, _ = strings.Cut(rest, ",")
-		} else {
-			val, rest, _ = strings.Cut(rest, ",")
-		}
-		f(strings.TrimSpace(key), val)
-		list = rest
-	}
+	m3u8attr.Each(list, f) //nolint:errcheck // lenient, like a player
 }
 
 func resolve(base *url.URL, ref string) (*url.URL, error) {
