@@ -30,6 +30,9 @@ type Routing struct {
 	Regions *steer.Regions
 	// Region is this node's own, the viewer's when nothing else says.
 	Region string
+	// Alone: the node is in no mesh. It has nowhere to send viewers and
+	// writes plain playlists; routing only sheds past --max-viewers.
+	Alone bool
 }
 
 func (rt *Routing) enabled() bool { return rt != nil && rt.Router != nil }
@@ -156,8 +159,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, stream string) *a
 		return nil
 	}
 	pathways := d.Pathways
-	if len(pathways) == 0 || pathways[0].URL == "" {
-		return &admission{session: session} // this node has no public URL: serve it plainly
+	if rt.Alone || len(pathways) == 0 || pathways[0].URL == "" {
+		return &admission{session: session} // nowhere to steer to: serve it plainly
 	}
 	return &admission{session: session, region: region, pathways: pathways}
 }
@@ -205,7 +208,7 @@ type uriReplacement struct {
 // takes viewers without any player reloading anything.
 func (s *Server) serveSteering(w http.ResponseWriter, r *http.Request, stream string) {
 	rt := s.Routing
-	if !rt.enabled() {
+	if !rt.enabled() || rt.Alone {
 		notFound(w, time.Second)
 		return
 	}

@@ -63,7 +63,7 @@ func (n *node) drainWhenAsked(ctx context.Context, stop context.CancelFunc) erro
 	// Give every steered player one steering reload, so that none keeps
 	// asking this node where to go after it has gone.
 	settle := time.Duration(0)
-	if n.hls.Routing != nil {
+	if n.cluster != nil {
 		settle = n.flags.SteeringTTL + time.Second
 	}
 	tick := time.NewTicker(250 * time.Millisecond)

@@ -224,7 +224,7 @@ func (c routingCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(meshCapacityDesc, float64(t.Capacity))
 	gauge(meshHeadroomDesc, float64(t.Headroom))
 	gauge(meshUtilizationDesc, t.Utilization())
-	if rt := n.hls.Routing; rt != nil {
+	if rt := n.hls.Routing; rt != nil && rt.Router != nil {
 		for decision, reasons := range rt.Router.Decisions() {
 			for reason, count := range reasons {
 				ch <- prometheus.MustNewConstMetric(decisionsDesc, prometheus.CounterValue, float64(count), decision, string(reason))

@@ -20,6 +20,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/edge/player"
+	"github.com/relaymesh/relaymesh/edge/steer"
 	"github.com/relaymesh/relaymesh/ingest"
 	"github.com/relaymesh/relaymesh/ingest/rtmp"
 	"github.com/relaymesh/relaymesh/ingest/rtsp"
@@ -233,8 +234,14 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 			n.close()
 			return nil, err
 		}
-	} else if f.Mesh != "" && f.Relay != "" {
-		log.Info("running alone: set --cluster-key and --join to form a mesh")
+	} else {
+		if f.Mesh != "" && f.Relay != "" {
+			log.Info("running alone: set --cluster-key and --join to form a mesh")
+		}
+		// Alone, routing can only shed viewers past --max-viewers.
+		n.hls.Routing = &edge.Routing{Node: f.NodeName, Alone: true, Router: &steer.Router{
+			Mesh: routingView{n}, MaxViewers: f.MaxViewers,
+		}}
 	}
 	if len(n.pulls) > 0 {
 		n.hls.Streams = wakingStreams{Streams: n.hls.Streams, n: n}

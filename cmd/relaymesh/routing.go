@@ -132,6 +132,9 @@ type routingView struct{ n *node }
 
 func (v routingView) Nodes() []steer.Node {
 	c := v.n.cluster
+	if c == nil {
+		return v.n.routingNodes()
+	}
 	states := c.mesh.Nodes()
 	out := make([]steer.Node, 0, len(states))
 	self := c.mesh.LocalName()
