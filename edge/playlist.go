@@ -85,8 +85,8 @@ func livePart(s *relay.Snapshot) (seg *relay.Segment, idx int) {
 
 // Satisfied reports whether s holds what a blocking request waits for.
 func (d Directives) Satisfied(s *relay.Snapshot) bool {
-	if !d.HasMSN {
-		return true
+	if !d.HasMSN || s.Ended {
+		return true // an ended playlist is final: answer it at once
 	}
 	if !d.HasPart {
 		last := s.LastComplete()
@@ -109,8 +109,8 @@ func (d Directives) Satisfied(s *relay.Snapshot) bool {
 // live edge that the spec says to answer 400 at once: more than two
 // segments ahead, or more than the Advance Part Limit of parts.
 func (d Directives) TooFarAhead(s *relay.Snapshot, partTarget time.Duration) bool {
-	if !d.HasMSN {
-		return false
+	if !d.HasMSN || s.Ended {
+		return false // the final playlist, with EXT-X-ENDLIST, is the answer
 	}
 	seg, idx := livePart(s)
 	var lastMSN uint64
@@ -252,6 +252,9 @@ func RenderMedia(s *relay.Snapshot, partTarget time.Duration, skip bool) []byte 
 			fmt.Fprintf(&b, "#EXT-X-PRELOAD-HINT:TYPE=MAP,URI=\"%s\"\n", initURI(open.Init))
 		}
 		fmt.Fprintf(&b, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"%s\"\n", partURI(s.NextPart))
+	}
+	if s.Ended {
+		b.WriteString("#EXT-X-ENDLIST\n")
 	}
 	return []byte(b.String())
 }

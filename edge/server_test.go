@@ -793,7 +793,8 @@ func TestServeFollowsPacedWriter(t *testing.T) {
 // removed must not be kept alive by that cache: it holds the whole window.
 func TestServeForgetsRemovedStreams(t *testing.T) {
 	t.Parallel()
-	reg := relay.NewRegistry(relay.RegistryConfig{PartTarget: testPartTarget, Grace: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	reg := relay.NewRegistry(relay.RegistryConfig{PartTarget: testPartTarget, Grace: 20 * time.Millisecond,
+		Linger: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	defer reg.Close()
 	srv := &Server{Streams: reg, Logger: slog.New(slog.DiscardHandler)}
 
@@ -822,7 +823,7 @@ func TestServeForgetsRemovedStreams(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for reg.Get("short") != nil {
 		if time.Now().After(deadline) {
-			t.Fatal("stream not removed after its grace period")
+			t.Fatal("stream not removed after its grace and linger periods")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -844,5 +845,44 @@ func TestServeForgetsRemovedStreams(t *testing.T) {
 		}
 		runtime.GC()
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// An ended show's playlist carries EXT-X-ENDLIST and no preload hint, and
+// a blocking reload for what will never come is answered with it at once.
+func TestEndedShow(t *testing.T) {
+	t.Parallel()
+	reg := relay.NewRegistry(relay.RegistryConfig{PartTarget: testPartTarget, Grace: 10 * time.Millisecond,
+		Linger: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+	defer reg.Close()
+	srv := &Server{Streams: reg, Logger: slog.New(slog.DiscardHandler)}
+	pub, _ := reg.Publish("show")
+	b := builderFor(pub.Stream)
+	b.open(false)
+	b.fill(2 * time.Second)
+	b.open(false)
+	b.fill(400 * time.Millisecond)
+	pub.Close()
+	if _, err := pub.Stream.Wait(t.Context(), func(s *relay.Snapshot) bool { return s.Ended }); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{
+		"/live/show/media.m3u8",
+		"/live/show/media.m3u8?_HLS_msn=1&_HLS_part=5",
+		"/live/show/media.m3u8?_HLS_msn=9",
+	} {
+		rec := httptest.NewRecorder()
+		start := time.Now()
+		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		body := rec.Body.String()
+		if rec.Code != http.StatusOK || !strings.HasSuffix(body, "#EXT-X-ENDLIST\n") || strings.Contains(body, "PRELOAD-HINT") {
+			t.Errorf("%s: %d\n%s\nwant 200 ending with EXT-X-ENDLIST, no preload hint", target, rec.Code, body)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("%s took %v: an ended playlist is final and answered at once", target, el)
+		}
+		if strings.Count(body, "#EXTINF:") != 2 {
+			t.Errorf("%s: want both segments complete:\n%s", target, body)
+		}
 	}
 }

@@ -39,7 +39,11 @@ type RegistryConfig struct {
 	Window     Window
 	// Grace is how long a stream outlives its publisher, so that a
 	// reconnecting encoder continues the same playlist (default 30s).
-	Grace  time.Duration
+	// After it the show has ended: playlists carry EXT-X-ENDLIST.
+	Grace time.Duration
+	// Linger is how long an ended show stays servable, so that players
+	// read its EXT-X-ENDLIST (default 1 minute).
+	Linger time.Duration
 	Logger *slog.Logger
 	// OnPart, if set, is told for every part how long after its media
 	// ended (PROGRAM-DATE-TIME plus duration) it became available here.
@@ -74,6 +78,9 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = 30 * time.Second
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -218,6 +225,16 @@ func (r *Registry) publish(name string, takeover bool) (*Publication, error) {
 		return nil, errors.New("publish: node is shutting down")
 	}
 	e := r.streams[name]
+	if e != nil && e.publisher == nil && e.stream.Snapshot().Ended {
+		// The show under this name has ended; this is a new one, with a
+		// playlist of its own. Players of the old one have its ENDLIST.
+		if e.expiry != nil {
+			e.expiry.Stop()
+		}
+		delete(r.streams, name)
+		e.stream.remove()
+		e = nil
+	}
 	if e != nil && e.publisher != nil {
 		if !takeover {
 			return nil, fmt.Errorf("publish %q: %w", name, ErrStreamBusy)
@@ -265,19 +282,47 @@ func (p *Publication) Close() {
 		if r.closed {
 			return
 		}
-		e.expiry = time.AfterFunc(r.cfg.Grace, func() { r.expire(p.Stream.Name, e) })
+		wait := r.cfg.Grace
+		if p.Stream.Snapshot().Ended {
+			wait = r.cfg.Linger // a relayed show that ended upstream
+		}
+		e.expiry = time.AfterFunc(wait, func() { r.expire(p.Stream.Name, e) })
 	})
 }
 
+// expire ends the show of a stream whose publisher did not come back within
+// the grace period, and removes it once it has lingered.
 func (r *Registry) expire(name string, e *entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.streams[name] != e || e.publisher != nil {
 		return
 	}
+	if e.stream.End() {
+		r.log.Info("show ended: no publisher within the grace period", "stream", name, "grace", r.cfg.Grace)
+		e.expiry = time.AfterFunc(r.cfg.Linger, func() { r.expire(name, e) })
+		return
+	}
 	delete(r.streams, name)
 	e.stream.remove()
-	r.log.Info("stream removed after grace period", "stream", name, "grace", r.cfg.Grace)
+	r.log.Info("ended stream removed", "stream", name)
+}
+
+// End ends the show of a stream that has no publisher at once (a relayed
+// stream whose upstream said so, or that lost every holder), and removes
+// it once it has lingered. It reports whether it did.
+func (r *Registry) End(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.streams[name]
+	if e == nil || e.publisher != nil || !e.stream.End() {
+		return false
+	}
+	if e.expiry != nil {
+		e.expiry.Stop()
+	}
+	e.expiry = time.AfterFunc(r.cfg.Linger, func() { r.expire(name, e) })
+	return true
 }
 
 // Close stops all grace timers and marks every stream gone.

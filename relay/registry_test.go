@@ -17,6 +17,7 @@ func newTestRegistry(grace time.Duration) (*Registry, *logbuf.Buffer) {
 	r := NewRegistry(RegistryConfig{
 		PartTarget: testPartTarget,
 		Grace:      grace,
+		Linger:     2 * grace,
 		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	return r, logs
@@ -112,7 +113,10 @@ func TestPublishBadName(t *testing.T) {
 	}
 }
 
-func TestGraceExpiryRemovesStream(t *testing.T) {
+// After the grace period the show has ended: its window stays servable,
+// with no more media, for the linger time, and is then removed. A new
+// publisher starts a new stream.
+func TestGraceExpiryEndsShow(t *testing.T) {
 	const grace = 100 * time.Millisecond
 	r, logs := newTestRegistry(grace)
 	defer r.Close()
@@ -141,29 +145,47 @@ func TestGraceExpiryRemovesStream(t *testing.T) {
 	}
 	select {
 	case s := <-got:
-		if !s.Gone || s.Live {
-			t.Fatalf("blocked Wait returned Gone %v Live %v", s.Gone, s.Live)
+		if !s.Ended || s.Live || s.Gone {
+			t.Fatalf("blocked Wait returned Ended %v Live %v Gone %v, want an ended stream", s.Ended, s.Live, s.Gone)
 		}
 		if el := time.Since(closed); el < grace {
-			t.Fatalf("stream removed after %v, before the %v grace", el, grace)
+			t.Fatalf("show ended after %v, before the %v grace", el, grace)
+		}
+		if len(s.Segments) != 1 || !s.Segments[0].Complete {
+			t.Fatalf("ended window %+v, want the one segment, complete", s.Segments)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("blocked Wait did not return after the grace period")
 	}
-	if r.Get("cam") != nil || len(r.Names()) != 0 {
-		t.Fatal("stream still registered after the grace period")
+	if r.Get("cam") != st || !strings.Contains(logs.String(), "show ended") {
+		t.Fatalf("the ended stream should linger; logs:\n%s", logs)
 	}
-	if !strings.Contains(logs.String(), "stream removed after grace period") {
-		t.Errorf("no log line for the removal; logs:\n%s", logs)
+	st.Cut(&Part{Duration: time.Second, Data: []byte("late")}, nil)
+	if n := len(st.Snapshot().Segments[0].Parts); n != 1 {
+		t.Fatalf("an ended stream took a part: %d parts", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Get("cam") != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.Get("cam") != nil || !st.Snapshot().Gone {
+		t.Fatal("ended stream still registered after lingering")
 	}
 
-	// A new publisher starts afresh.
-	p2, err := r.Publish("cam")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p2.Resumed || p2.Generation != 1 || p2.Stream == st {
-		t.Fatalf("publication after expiry: Resumed %v Generation %d same stream %v", p2.Resumed, p2.Generation, p2.Stream == st)
+	// A new publisher starts afresh, also while an ended show lingers.
+	for range 2 {
+		p2, err := r.Publish("cam")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p2.Resumed || p2.Generation != 1 || p2.Stream == st {
+			t.Fatalf("publication after the end: Resumed %v Generation %d same stream %v", p2.Resumed, p2.Generation, p2.Stream == st)
+		}
+		st = p2.Stream
+		p2.Close()
+		for !st.Snapshot().Ended {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 

@@ -66,6 +66,10 @@ type Snapshot struct {
 	DiscSeq uint64
 	// Live is true while a publisher (or upstream) feeds the stream.
 	Live bool
+	// Ended is true once the show is over: its publisher left and did not
+	// come back within the grace period. Playlists carry EXT-X-ENDLIST;
+	// nothing is added any more.
+	Ended bool
 	// Gone is true once the stream was removed; no further change follows.
 	Gone bool
 	// TargetDuration is EXT-X-TARGETDURATION in seconds. It starts at the
@@ -207,12 +211,13 @@ func NewStream(name string, partTarget time.Duration, w Window) *Stream {
 // Snapshot returns the current view. It never blocks.
 func (s *Stream) Snapshot() *Snapshot { return s.snap.Load() }
 
-// Wait returns the first snapshot for which ready is true. It returns the
+// Wait returns the first snapshot for which ready is true, or one of an
+// ended or removed stream, which will not change any more. It returns the
 // latest snapshot and ctx's error when ctx ends first.
 func (s *Stream) Wait(ctx context.Context, ready func(*Snapshot) bool) (*Snapshot, error) {
 	for {
 		snap := s.Snapshot()
-		if ready(snap) || snap.Gone {
+		if ready(snap) || snap.Ended || snap.Gone {
 			return snap, nil
 		}
 		select {
@@ -247,6 +252,9 @@ func (s *Stream) clone() *Snapshot {
 func (s *Stream) Cut(last *Part, next *SegmentHeader) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.snap.Load().Ended {
+		return // an ended playlist never changes (a publisher starts a new stream)
+	}
 	snap := s.clone()
 	snap.Live = true
 	if last != nil {
@@ -344,10 +352,30 @@ func (s *Stream) prune(snap *Snapshot) {
 func (s *Stream) EndPublish() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.snap.Load().Ended {
+		return
+	}
 	snap := s.clone()
 	s.closeOpen(snap)
 	snap.Live = false
 	s.publish(snap)
+}
+
+// End marks the show over: the open segment is completed (or dropped when
+// empty), and the window, which stays servable, gets no more media. It
+// reports whether the stream was not ended already.
+func (s *Stream) End() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.snap.Load(); cur.Ended || cur.Gone {
+		return false
+	}
+	snap := s.clone()
+	s.closeOpen(snap)
+	snap.Live = false
+	snap.Ended = true
+	s.publish(snap)
+	return true
 }
 
 // remove marks the stream gone so that blocked readers return at once.
@@ -371,6 +399,9 @@ func (s *Stream) remove() {
 func (s *Stream) Seed(discSeq uint64, targetDuration int, live bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.snap.Load().Ended {
+		return
+	}
 	snap := s.clone()
 	if len(snap.Segments) == 0 {
 		snap.DiscSeq = discSeq
@@ -387,6 +418,9 @@ func (s *Stream) Seed(discSeq uint64, targetDuration int, live bool) {
 func (s *Stream) OpenSegment(msn uint64, h SegmentHeader) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.snap.Load().Ended {
+		return false
+	}
 	snap := s.clone()
 	if n := len(snap.Segments); n > 0 {
 		last := snap.Segments[n-1].MSN
@@ -422,7 +456,7 @@ func (s *Stream) AddPart(msn uint64, p *Part) bool {
 	defer s.mu.Unlock()
 	cur := s.snap.Load()
 	open := cur.Open()
-	if open == nil || open.MSN != msn || p.N < cur.NextPart {
+	if cur.Ended || open == nil || open.MSN != msn || p.N < cur.NextPart {
 		return false
 	}
 	snap := s.clone()
@@ -436,7 +470,7 @@ func (s *Stream) AddPart(msn uint64, p *Part) bool {
 func (s *Stream) CloseSegment(msn uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if open := s.snap.Load().Open(); open == nil || open.MSN != msn || len(open.Parts) == 0 {
+	if open := s.snap.Load().Open(); s.snap.Load().Ended || open == nil || open.MSN != msn || len(open.Parts) == 0 {
 		return
 	}
 	snap := s.clone()

@@ -253,6 +253,10 @@ for n in 2 3; do
 	[[ $ready != none && $first != none ]] && after=$((first - ready))
 	peak=$(of "$peaks" "${edge_http[$n]}")
 	echo "  edge-$n ($hostport): ready_ms=$ready first_viewer_ms=$first steered_after_ready_ms=$after peak_viewers=${peak:-0}"
+	if [[ $ready == none ]]; then
+		echo "  edge-$n never reported ready; the end of its log:"
+		tail -n 5 "$tmp/edge-$n.log" | sed 's/^/    /'
+	fi
 	edge_summary+=" edge-${n}_ready_ms=$ready edge-${n}_steered_after_ready_ms=$after"
 done
 p=$(of "$peaks" "$origin_http")

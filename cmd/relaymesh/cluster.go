@@ -154,7 +154,7 @@ func newCluster(n *node) (*cluster, error) {
 	}
 	c.puller = peer.NewPuller(peer.PullerConfig{
 		Endpoint: c.ep, Registry: n.registry, Directory: directory{c}, Logger: n.log,
-		Viewers: n.hls.ViewersOf, OnSwitch: n.metrics.onSwitch,
+		Idle: f.Idle, Grace: f.Grace, Viewers: n.hls.ViewersOf, OnSwitch: n.metrics.onSwitch,
 	})
 	return c, nil
 }

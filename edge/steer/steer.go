@@ -14,21 +14,22 @@
 // The rules, in order:
 //
 //  1. A node is listed only if it will serve: ready, not draining, with a
-//     public URL, under 95% CPU and with room (Viewers < Capacity; a node
-//     that already counts the viewer keeps it while Viewers <= Capacity),
+//     public URL, under 95% CPU and with room (Viewers < Capacity, but a
+//     node is never full for the viewers it already counts: see rule 5),
 //     and if its name is a valid PATHWAY-ID.
 //  2. Origins rank behind every edge when Policy.OriginOffload is set, so
 //     an origin serves viewers only when no edge has room.
 //  3. Nodes in the viewer's region rank first, when any is listed.
 //  4. Nodes whose round-trip estimate from the answering node is more than
 //     one band (25 ms) further rank after nearer ones.
-//  5. Among the nodes left in the first group, the viewer stays on its
-//     current node while that node is no fuller than the group's mean load
-//     plus 10% of capacity. Above that, a share of its viewers, chosen by
-//     hashing their sessions, moves: just enough to bring it to the mean.
-//     Because the choice is a hash, not a coin toss, every node computing
-//     it agrees, and a node whose counts lag behind the moves does not move
-//     more viewers than needed.
+//  5. A playing viewer stays on its current node unless a share of that
+//     node's viewers must move, and its session hashes into the share
+//     (see stay): above the first group's mean load plus 10% of capacity,
+//     what brings it back to the mean; above its capacity, the excess;
+//     for a node behind the first group (an origin while edges have
+//     room), what the first group has room for. Because the choice is a
+//     hash, not a coin toss, every node computing it agrees, and counts
+//     that lag behind the moves do not move more viewers than needed.
 //  6. A viewer that moves, or arrives, goes to one of the group's nodes by
 //     weighted rendezvous hashing of its session: weighted by how far each
 //     node is below the mean load, or by headroom when none is. Arrivals
@@ -130,15 +131,10 @@ const (
 )
 
 // hasRoom reports whether n takes a viewer; counted says n's count already
-// includes it.
+// includes it: a node keeps its own viewers, even above its capacity,
+// and sheds only its excess (see choose).
 func hasRoom(n Node, counted bool) bool {
-	if n.Capacity <= 0 {
-		return true
-	}
-	if counted {
-		return n.Viewers <= n.Capacity
-	}
-	return n.Viewers+n.Pending < n.Capacity
+	return counted || n.Capacity <= 0 || n.Viewers+n.Pending < n.Capacity
 }
 
 // serves reports whether a viewer may be sent to n (rule 1).
@@ -282,18 +278,8 @@ func choose(cands []cand, who Viewer) Node {
 		total += capacity(c.n)
 	}
 	mean := used / total
-	for _, c := range home {
-		if c.n.Name != who.Current {
-			continue
-		}
-		own := c.n
-		if who.Counted {
-			own.Pending = 0 // its count already includes whoever was sent there
-		}
-		over := load(own) - mean
-		if over <= rebalanceSlack || unit(who.Session, "move") >= over/load(own) {
-			return c.n
-		}
+	if n, stays := stay(cands, home, mean, who); stays {
+		return n
 	}
 	// Arriving or moving: to the nodes below the mean, by how far below;
 	// or, when none is, by headroom.
@@ -319,4 +305,57 @@ func choose(cands []cand, who Viewer) Node {
 		}
 	}
 	return best
+}
+
+// stay decides whether a viewer keeps its current node (returned with
+// true). Which viewers of a node move is decided by hashing their
+// sessions against a share: every node answering for a viewer agrees, and
+// counts that lag behind the moves, which only shrink the share as they
+// catch up, never move more viewers than the share.
+//
+//   - A node in the best group keeps its viewers while it is no fuller
+//     than the group's mean load plus rebalanceSlack; above that, the
+//     share that brings it back to the mean moves.
+//   - A node that ranks behind the best group (an origin while edges have
+//     room, another region, a farther band) lets go as many viewers as the
+//     best group has room for, and no more: a node that has just joined
+//     is not flooded before gossip shows it filling up.
+//   - A node above its capacity sheds its excess.
+//
+// A node that no longer serves (draining, gone) keeps nobody, and a new
+// viewer stays only with a node of the best group.
+func stay(cands, home []cand, mean float64, who Viewer) (Node, bool) {
+	var cur *cand
+	inHome := false
+	for i := range cands {
+		if cands[i].n.Name == who.Current {
+			cur, inHome = &cands[i], i < len(home)
+		}
+	}
+	if cur == nil || (!inHome && !who.Counted) {
+		return Node{}, false
+	}
+	own := cur.n
+	if who.Counted {
+		own.Pending = 0 // its count already includes whoever was sent there
+	}
+	share := 0.0
+	if inHome {
+		if over := load(own) - mean; over > rebalanceSlack {
+			share = over / load(own)
+		}
+	} else {
+		room := 0.0
+		for _, c := range home {
+			room += max((1-load(c.n))*capacity(c.n), 0)
+		}
+		share = min(1, room/max(float64(own.Viewers), 1))
+	}
+	if who.Counted && own.Capacity > 0 && own.Viewers > own.Capacity {
+		share = max(share, float64(own.Viewers-own.Capacity)/float64(own.Viewers))
+	}
+	if unit(who.Session, "move") >= share {
+		return cur.n, true
+	}
+	return Node{}, false
 }

@@ -64,8 +64,6 @@ func TestRankRules(t *testing.T) {
 			Viewer{Session: "s", Current: "a", Counted: true}, offload, "a", nil, "a,b"},
 		{"an arriving viewer does not", []Node{edge("a", 10, 10), edge("b", 9, 10)},
 			Viewer{Session: "s", Current: "a"}, offload, "b", []string{"a"}, "b"},
-		{"over capacity a counted viewer moves", []Node{edge("a", 11, 10), edge("b", 9, 10)},
-			Viewer{Session: "s", Current: "a", Counted: true}, offload, "b", []string{"a"}, "b"},
 		{"origins after edges", []Node{origin("o", 0, 0), edge("a", 9, 10)},
 			Viewer{Session: "s"}, offload, "a", nil, "a,o"},
 		{"origin's own arrival goes to an edge", []Node{origin("o", 0, 0), edge("a", 9, 10)},
@@ -303,5 +301,38 @@ func TestHashIsStable(t *testing.T) {
 		if got := unit(tc.session, tc.key); got != tc.want {
 			t.Errorf("unit(%q, %q) = %.17g, want %.17g", tc.session, tc.key, got, tc.want)
 		}
+	}
+}
+
+// TestSharesThatMove: a node above its capacity sheds its excess, and a
+// node behind the best group (an origin while edges have room) lets go as
+// many viewers as the best group has room for: hashed shares, so a node
+// that just gained room is not flooded.
+func TestSharesThatMove(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		nodes []Node
+		cur   string
+		want  float64 // share of cur's viewers that move
+	}{
+		{"above capacity: the excess", []Node{edge("a", 150, 100), edge("b", 60, 100)}, "a", 50.0 / 150},
+		{"at capacity, at the mean: nobody", []Node{edge("a", 100, 100), edge("b", 100, 100)}, "a", 0},
+		{"origin, edges with room for a third", []Node{origin("o", 90, 0), edge("e", 90, 120)}, "o", 30.0 / 90},
+		{"origin, edges with room for all", []Node{origin("o", 90, 0), edge("e", 0, 120), edge("f", 0, 120)}, "o", 1},
+		{"origin, edges full", []Node{origin("o", 90, 0), edge("e", 120, 120)}, "o", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 4000
+			moved := 0
+			for i := range n {
+				st := Steer(View{Self: "x", Nodes: tc.nodes}, Viewer{Session: fmt.Sprintf("%016x", i), Current: tc.cur}, offload)
+				if st.Priority[0].Name != tc.cur {
+					moved++
+				}
+			}
+			if got := float64(moved) / n; math.Abs(got-tc.want) > 0.03 {
+				t.Errorf("%.3f of %s's viewers moved, want %.3f", got, tc.cur, tc.want)
+			}
+		})
 	}
 }

@@ -18,6 +18,10 @@ import (
 // ErrNotHeld is returned when the upstream does not hold the stream.
 var ErrNotHeld = errors.New("upstream does not hold the stream")
 
+// ErrEnded is returned when the upstream's show ended: the replica is
+// ended too, and no other upstream can continue it.
+var ErrEnded = errors.New("the show ended upstream")
+
 // ErrRestarted is returned when the upstream's stream numbers parts below
 // ours: it is a new instance of the stream (an origin restarted), which
 // cannot continue this node's playlist.
@@ -295,6 +299,10 @@ func (sub *Subscription) control(ctx context.Context, r *wire.Reader) error {
 		case *wire.Catalog:
 			sub.addInits(m.Inits)
 		case *wire.StreamState:
+			if m.Ended {
+				sub.pub.Stream.End()
+				return fmt.Errorf("upstream %s: %w", sub.c.peer, ErrEnded)
+			}
 			if m.Gone {
 				sub.pub.Stream.EndPublish()
 				return fmt.Errorf("upstream %s: %w", sub.c.peer, ErrNotHeld)

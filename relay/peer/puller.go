@@ -52,6 +52,11 @@ type PullerConfig struct {
 	// Idle is how long a relayed stream with no viewers and no downstream
 	// subscribers is kept before its subscription is dropped (default 30s).
 	Idle time.Duration
+	// Grace is how long a relayed stream that lost every holder, and
+	// heard no end, keeps its window before this node ends the show
+	// itself (EXT-X-ENDLIST) rather than serve a stale window (default
+	// 30s, as --grace).
+	Grace time.Duration
 	// Viewers returns how many viewers a stream has on this node.
 	Viewers func(stream string) int
 	// OnSwitch, if set, is called when a stream moves to another upstream.
@@ -86,6 +91,9 @@ type pull struct {
 func NewPuller(cfg PullerConfig) *Puller {
 	if cfg.Idle <= 0 {
 		cfg.Idle = 30 * time.Second
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -229,6 +237,7 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 	markReady := func() { once.Do(func() { close(pl.ready) }) }
 	failed := map[string]time.Time{} // upstreams that just failed us
 	var current string
+	var orphaned time.Time // when the last holder was lost
 	for ctx.Err() == nil {
 		up, ok := p.connect(ctx, name, failed, pl.holdersOnly)
 		if !ok {
@@ -239,13 +248,23 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 				log.Info("no node holds the stream")
 				return
 			}
-			// Keep serving the window; the stream may come back.
+			// Keep serving the window; the stream may come back. Past the
+			// grace period the show is over for this node's viewers too.
+			if orphaned.IsZero() {
+				orphaned = time.Now()
+			}
+			if time.Since(orphaned) >= p.cfg.Grace {
+				pub.Stream.End()
+				log.Info("show ended: no node has held the stream for the grace period", "grace", p.cfg.Grace)
+				return
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(250 * time.Millisecond):
 			}
 			continue
 		}
+		orphaned = time.Time{}
 		if current != "" && current != up.Name && p.cfg.OnSwitch != nil {
 			p.cfg.OnSwitch(name)
 		}
@@ -268,6 +287,10 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 			// part, as after a failure, while this one still serves.
 			log.Info("upstream is draining; moving to another holder", "upstream", up.Name)
 			continue
+		}
+		if errors.Is(err, ErrEnded) {
+			log.Info("show ended upstream", "upstream", up.Name)
+			return
 		}
 		if errors.Is(err, ErrRestarted) {
 			// Viewers lose this window; the next request starts afresh.

@@ -88,8 +88,9 @@ func (c Catalog) TargetSeconds() int { return durationSeconds(c.TargetDuration) 
 // StreamStateFrom reports snap's state.
 func StreamStateFrom(snap *relay.Snapshot) StreamState {
 	return StreamState{
-		Live:           snap.Live && !snap.Gone,
+		Live:           snap.Live && !snap.Gone && !snap.Ended,
 		Gone:           snap.Gone,
+		Ended:          snap.Ended,
 		TargetDuration: time.Duration(snap.TargetDuration) * time.Second,
 		DiscSeq:        snap.DiscSeq,
 	}

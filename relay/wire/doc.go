@@ -26,12 +26,12 @@
 //
 // # Conversation
 //
-// A subscriber dials the holder of a stream (QUIC, ALPN "relaymesh-relay/1",
+// A subscriber dials the holder of a stream (QUIC, ALPN "relaymesh-relay/2",
 // mutual TLS) and opens one bidirectional control stream:
 //
 //	subscriber -> Hello, Subscribe
 //	holder     -> Hello, then Catalog (or Error and close)
-//	holder     -> StreamState whenever the publisher leaves or returns
+//	holder     -> StreamState whenever the publisher leaves or returns, or the show ends
 //
 // A peer whose Hello carries another Version gets Error{CodeBadVersion} and
 // the connection is closed. The holder then sends every segment on its own
@@ -47,7 +47,7 @@ package wire
 // ALPN is the TLS application protocol of the relay. A node that speaks
 // another version of the protocol offers another ALPN string, so an
 // incompatible peer fails the handshake rather than a later frame.
-const ALPN = "relaymesh-relay/1"
+const ALPN = "relaymesh-relay/2"
 
 // Version is the protocol version carried in Hello.
-const Version = 1
+const Version = 2

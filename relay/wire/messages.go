@@ -366,12 +366,15 @@ func (s *SegmentEnd) Unmarshal(b []byte) error {
 }
 
 // StreamState reports on the control stream that the publisher left or
-// returned, or that the stream is gone.
+// returned, that the show ended, or that the stream is gone.
 type StreamState struct {
 	Live           bool
 	Gone           bool // the stream was removed; nothing follows. Never with Live.
 	TargetDuration time.Duration
 	DiscSeq        uint64
+	// Ended: the show is over (EXT-X-ENDLIST); no media follows. Never
+	// with Live.
+	Ended bool
 }
 
 // Type returns TypeStreamState.
@@ -379,10 +382,11 @@ func (StreamState) Type() Type { return TypeStreamState }
 
 // Marshal encodes s.
 func (s StreamState) Marshal() []byte {
-	b := appendBool(make([]byte, 0, 22), s.Live)
+	b := appendBool(make([]byte, 0, 23), s.Live)
 	b = appendBool(b, s.Gone)
 	b = appendDuration(b, s.TargetDuration)
-	return binary.AppendUvarint(b, s.DiscSeq)
+	b = binary.AppendUvarint(b, s.DiscSeq)
+	return appendBool(b, s.Ended)
 }
 
 // Unmarshal decodes a StreamState.
@@ -394,9 +398,10 @@ func (s *StreamState) Unmarshal(b []byte) error {
 		Gone:           d.bool("gone"),
 		TargetDuration: d.duration("target duration"),
 		DiscSeq:        d.uvarint("discontinuity sequence"),
+		Ended:          d.bool("ended"),
 	}
-	if d.err == nil && v.Live && v.Gone {
-		d.fail("gone", "a gone stream cannot be live")
+	if d.err == nil && v.Live && (v.Gone || v.Ended) {
+		d.fail("live", "a gone or ended stream cannot be live")
 	}
 	if err := d.finish(); err != nil {
 		return unmarshalErr(TypeStreamState, err)

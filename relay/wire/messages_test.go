@@ -64,6 +64,7 @@ func validMessages() []struct {
 		{"stream-state/zero", &StreamState{}},
 		{"stream-state/live", &StreamState{Live: true, TargetDuration: 2 * time.Second, DiscSeq: 1}},
 		{"stream-state/gone", &StreamState{Gone: true, TargetDuration: math.MaxInt64, DiscSeq: math.MaxUint64}},
+		{"stream-state/ended", &StreamState{Ended: true, TargetDuration: 2 * time.Second, DiscSeq: 3}},
 
 		{"error/bare", &Error{Code: CodeNotFound}},
 		{"error/message", &Error{Code: CodeBadVersion, Message: "want version 1 ✓"}},
@@ -140,7 +141,7 @@ func TestUnmarshalRejects(t *testing.T) {
 	}{
 		{"hello/empty", TypeHello, nil, ErrMalformed},
 		{"hello/version-0", TypeHello, Hello{Version: 0, Node: "a"}.Marshal(), ErrBadVersion},
-		{"hello/version-2", TypeHello, append(Hello{Version: 2, Node: "a"}.Marshal(), "future fields"...), ErrBadVersion},
+		{"hello/next-version", TypeHello, append(Hello{Version: Version + 1, Node: "a"}.Marshal(), "future fields"...), ErrBadVersion},
 		{"hello/no-node", TypeHello, Hello{Version: Version}.Marshal(), ErrMalformed},
 		{"hello/long-node", TypeHello, Hello{Version: Version, Node: strings.Repeat("n", MaxNameLen+1)}.Marshal(), ErrMalformed},
 		{"hello/bad-utf8", TypeHello, Hello{Version: Version, Node: "a\xff"}.Marshal(), ErrMalformed},
@@ -183,6 +184,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"part/negative-duration", TypePart, Part{Duration: -1}.Marshal(), ErrMalformed},
 		{"segment-end/bad-bool", TypeSegmentEnd, []byte{1, 2}, ErrMalformed},
 		{"stream-state/live-and-gone", TypeStreamState, StreamState{Live: true, Gone: true}.Marshal(), ErrMalformed},
+		{"stream-state/live-and-ended", TypeStreamState, StreamState{Live: true, Ended: true}.Marshal(), ErrMalformed},
 		{"error/zero-code", TypeError, uv(nil, 0, 0), ErrMalformed},
 		{"error/wide-code", TypeError, uv(nil, 1<<16, 0), ErrMalformed},
 		{"error/long-message", TypeError, appendString(uv(nil, 1), strings.Repeat("m", MaxErrorLen+1)), ErrMalformed},
@@ -202,9 +204,9 @@ func TestUnmarshalRejects(t *testing.T) {
 
 func TestHelloBadVersionKeepsVersion(t *testing.T) {
 	var h Hello
-	err := h.Unmarshal(append([]byte{2}, "whatever v2 sends"...))
-	if !errors.Is(err, ErrBadVersion) || h.Version != 2 {
-		t.Fatalf("Unmarshal: %v, version %d; want ErrBadVersion and 2", err, h.Version)
+	err := h.Unmarshal(append([]byte{Version + 1}, "whatever the next version sends"...))
+	if !errors.Is(err, ErrBadVersion) || h.Version != Version+1 {
+		t.Fatalf("Unmarshal: %v, version %d; want ErrBadVersion and %d", err, h.Version, Version+1)
 	}
 }
 
