@@ -247,7 +247,10 @@ func RenderMedia(s *relay.Snapshot, partTarget time.Duration, skip bool) []byte 
 			fmt.Fprintf(&b, "#EXTINF:%s,\n%s\n", seconds(seg.Duration), segURI(seg))
 		}
 	}
-	if s.Live {
+	// The hint stays while a publisher may still come back (the grace
+	// period): the next part keeps its number, and a player that follows
+	// hints (gohlslib) gives up on a playlist that loses its hint.
+	if !s.Ended {
 		if open := s.Open(); open != nil && len(open.Parts) == 0 && open.Init != curInit && open.Init != nil {
 			fmt.Fprintf(&b, "#EXT-X-PRELOAD-HINT:TYPE=MAP,URI=\"%s\"\n", initURI(open.Init))
 		}

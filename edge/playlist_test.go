@@ -119,6 +119,7 @@ type mediaPlaylist struct {
 	hasSkip        bool
 	segments       []*plSegment
 	hints          []map[string]string
+	ended          bool // EXT-X-ENDLIST
 	tagCount       map[string]int
 }
 
@@ -270,6 +271,11 @@ func parseMedia(t *testing.T, body []byte) *mediaPlaylist {
 			cur, pendingMap = &plSegment{}, ""
 		case "#EXT-X-PRELOAD-HINT":
 			pl.hints = append(pl.hints, parseAttrs(t, val))
+		case "#EXT-X-ENDLIST":
+			if i != len(lines)-1 || len(pl.hints) > 0 {
+				t.Fatalf("EXT-X-ENDLIST not last, or with a preload hint:\n%s", text)
+			}
+			pl.ended = true
 		default:
 			t.Fatalf("unexpected line %d %q in:\n%s", i+1, line, text)
 		}
@@ -451,15 +457,23 @@ func TestRenderMediaSegmentsAndParts(t *testing.T) {
 		t.Errorf("hints %v, want part%d.m4s", pl.hints, s.NextPart)
 	}
 
-	// Once the publisher is gone there is nothing to hint.
+	// While the publisher is gone, within the grace period, the hint
+	// stays: a reconnect delivers that part, and players that follow hints
+	// give up on a playlist that loses its hint.
 	b.part(testPartTarget)
 	b.st.EndPublish()
 	pl = render(t, b.st.Snapshot(), testPartTarget, false)
-	if len(pl.hints) != 0 {
-		t.Errorf("preload hints %v on a stream without publisher", pl.hints)
+	if len(pl.hints) != 1 || pl.hints[0]["URI"] != fmt.Sprintf("part%d.m4s", b.st.Snapshot().NextPart) {
+		t.Errorf("preload hints %v while the publisher may come back, want the next part", pl.hints)
 	}
 	if last := pl.segments[len(pl.segments)-1]; last.uri == "" {
 		t.Error("the last segment is still open after EndPublish")
+	}
+	// Once the show has ended there is nothing to hint, and it says so.
+	b.st.End()
+	pl = render(t, b.st.Snapshot(), testPartTarget, false)
+	if len(pl.hints) != 0 || !pl.ended {
+		t.Errorf("preload hints %v, EXT-X-ENDLIST %v in an ended show; want none, and the tag", pl.hints, pl.ended)
 	}
 }
 

@@ -339,14 +339,15 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, st *relay.Str
 		}
 	case 'p':
 		p := snap.Part(mf.n)
-		if p == nil && mf.n == snap.NextPart && snap.Live {
+		if p == nil && mf.n == snap.NextPart && !snap.Ended {
 			// The hinted part: hold the request until it is complete
-			// (RFC 8216bis 6.2.6), then send it whole.
+			// (RFC 8216bis 6.2.6), then send it whole. A publisher that
+			// reconnects within the grace period still delivers it.
 			ctx, cancel := context.WithTimeout(r.Context(), 3*td)
-			snap, _ = st.Wait(ctx, func(sn *relay.Snapshot) bool { return sn.Part(mf.n) != nil || !sn.Live })
+			snap, _ = st.Wait(ctx, func(sn *relay.Snapshot) bool { return sn.Part(mf.n) != nil })
 			cancel()
 			p = snap.Part(mf.n)
-			if p == nil && (snap.Live || r.Context().Err() != nil) {
+			if p == nil && (!snap.Ended || r.Context().Err() != nil) {
 				w.Header().Set("Cache-Control", "no-store")
 				http.Error(w, "part did not arrive in time", http.StatusServiceUnavailable)
 				return

@@ -375,18 +375,22 @@ func TestServeHintedPart(t *testing.T) {
 		t.Errorf("Cache-Control %q, want max-age=12", cc)
 	}
 
-	// A hint that will never be fulfilled because the publisher left: 404.
+	// The publisher leaves: within the grace period a reconnect would
+	// still deliver the hinted part, so the request waits. When the show
+	// ends it never will: 404.
 	next := fmt.Sprintf("/live/cam/part%d.m4s", f.pub.Stream.Snapshot().NextPart)
 	ch = f.async(next)
 	pending(t, ch, 150*time.Millisecond, "hinted part before the publisher leaves")
 	f.pub.Close()
-	r = await(t, ch, 2*time.Second, "abandoned hinted part")
+	pending(t, ch, 300*time.Millisecond, "hinted part while the publisher may come back")
+	f.pub.Stream.End()
+	r = await(t, ch, 2*time.Second, "hinted part of an ended show")
 	if r.status != http.StatusNotFound {
-		t.Fatalf("abandoned hinted part: %d, want 404", r.status)
+		t.Fatalf("hinted part of an ended show: %d, want 404", r.status)
 	}
-	// And without a publisher there is no hint to wait for.
+	// And an ended show has no hint to wait for.
 	if r := f.get(t, next); r.status != http.StatusNotFound || r.elapsed > time.Second {
-		t.Fatalf("part after the publisher left: %d after %v", r.status, r.elapsed)
+		t.Fatalf("part after the show ended: %d after %v", r.status, r.elapsed)
 	}
 }
 

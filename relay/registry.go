@@ -66,6 +66,7 @@ type entry struct {
 	publisher *Publication
 	expiry    *time.Timer
 	published bool          // has had a publisher, so a new one is a discontinuity
+	replica   bool          // written by a subscription to another node, not by a publisher here
 	gen       uint64        // publications so far
 	inits     atomic.Uint64 // init segments so far; IDs are unique per stream
 	mediaEnd  time.Duration // where the last publisher's timeline ended
@@ -96,6 +97,17 @@ func (r *Registry) Get(name string) *Stream {
 		return e.stream
 	}
 	return nil
+}
+
+// Local reports whether the named stream is this node's own: published
+// here, now or within its grace period or linger, rather than relayed. A
+// node never pulls its own stream from another: the others relay it from
+// this one, and would send it back in a circle.
+func (r *Registry) Local(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.streams[name]
+	return e != nil && !e.replica
 }
 
 // HasPublisher reports whether the named stream has a writer now: an
@@ -204,7 +216,13 @@ func (p *Publication) revoke() {
 // Publish claims the named stream for a new publisher. A stream that has a
 // publisher is refused with ErrStreamBusy.
 func (r *Registry) Publish(name string) (*Publication, error) {
-	return r.publish(name, false)
+	return r.publish(name, false, false)
+}
+
+// Relay claims the named stream for a subscription that copies another
+// node's, as Publish does.
+func (r *Registry) Relay(name string) (*Publication, error) {
+	return r.publish(name, false, true)
 }
 
 // Takeover claims the named stream for a new publisher, revoking the
@@ -212,10 +230,10 @@ func (r *Registry) Publish(name string) (*Publication, error) {
 // channel closes. The new publication continues the timeline after a
 // discontinuity.
 func (r *Registry) Takeover(name string) (*Publication, error) {
-	return r.publish(name, true)
+	return r.publish(name, true, false)
 }
 
-func (r *Registry) publish(name string, takeover bool) (*Publication, error) {
+func (r *Registry) publish(name string, takeover, replica bool) (*Publication, error) {
 	if !ValidName(name) {
 		return nil, fmt.Errorf("publish %q: %w", name, ErrBadStreamName)
 	}
@@ -255,6 +273,7 @@ func (r *Registry) publish(name string, takeover bool) (*Publication, error) {
 		e.expiry = nil
 	}
 	e.gen++
+	e.replica = replica
 	p := &Publication{
 		Stream: e.stream, Resumed: e.published, Generation: e.gen, MediaStart: e.mediaEnd,
 		r: r, e: e, done: make(chan struct{}),

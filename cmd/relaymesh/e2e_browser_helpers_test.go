@@ -160,6 +160,7 @@ type playerStats struct {
 	SteeringLoads int            `json:"steeringLoads"`
 	Waiting       int            `json:"waiting"`
 	StalledMs     float64        `json:"stalledMs"`
+	Ended         bool           `json:"ended"`
 	// Beyond window.relaymesh: the page's clock (performance.now(), in
 	// ms), Chromium's count of decoded audio bytes, and the page's status
 	// line for failure messages.
@@ -194,7 +195,7 @@ const statsJS = `(() => {
 		totalFrames: r.totalFrames, fragsLoaded: r.fragsLoaded, partsLoaded: r.partsLoaded,
 		errors: r.errors, fatalErrors: r.fatalErrors, errorCount: r.errorCount,
 		host: r.host, hosts: r.hosts, pathway: r.pathway, steeringLoads: r.steeringLoads,
-		waiting: r.waiting, stalledMs: r.stalledMs,
+		waiting: r.waiting, stalledMs: r.stalledMs, ended: r.ended,
 		now: performance.now(),
 		audioDecoded: v && v.webkitAudioDecodedByteCount || 0,
 		status: st ? st.textContent : ''

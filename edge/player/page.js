@@ -14,7 +14,7 @@
     engine: '', playing: false, fatalErrors: [], errors: [], errorCount: 0,
     fragsLoaded: 0, partsLoaded: 0, lastError: '', lastFatal: false, lastErrorAt: 0,
     blocked: false, everPlayed: false, host: '', hosts: {}, steeringLoads: 0, waiting: 0,
-    stalledMs: 0, waitingSince: 0
+    stalledMs: 0, waitingSince: 0, showEnded: false
   };
   var hls = null;
   var retryTimer = 0;
@@ -109,6 +109,7 @@
       get pathway() { return pathway(); },
       get steeringLoads() { return st.steeringLoads; },
       get waiting() { return st.waiting; },
+      get ended() { return st.showEnded; },
       get stalledMs() {
         return st.stalledMs + (st.waitingSince ? performance.now() - st.waitingSince : 0);
       },
@@ -125,7 +126,7 @@
   }
 
   function render() {
-    var state = playing() ? 'live' : video.ended ? 'ended' : !st.everPlayed ? 'starting' :
+    var state = playing() ? 'live' : st.showEnded ? 'the show has ended' : !st.everPlayed ? 'starting' :
       video.paused ? 'paused' : 'buffering';
     var f = frames();
     var parts = [state, 'latency ' + secs(latency()), 'buffer ' + secs(bufferAhead())];
@@ -282,15 +283,45 @@
     play();
   }
 
+  // The show ended (EXT-X-ENDLIST) and the video played to its end: say so,
+  // and look every few seconds for a new show under the same name.
+  var NEXT_SHOW_MS = 10000;
+  video.addEventListener('ended', function () {
+    st.showEnded = true;
+    render();
+  });
+  function liveAgain() {
+    // The multivariant playlist names the media playlist, maybe on another
+    // node; a live one has no EXT-X-ENDLIST.
+    return fetch(src, { cache: 'no-store' }).then(function (r) {
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.text().then(function (text) { return [r.url, text]; });
+    }).then(function (got) {
+      var uri = got[1].split('\n').filter(function (l) { return l && l[0] !== '#'; })[0];
+      if (!uri) return false;
+      return fetch(new URL(uri, got[0]).href, { cache: 'no-store' }).then(function (r) {
+        return r.ok && r.text().then(function (text) { return text.indexOf('#EXT-X-ENDLIST') < 0; });
+      });
+    }).catch(function () { return false; });
+  }
+  setInterval(function () {
+    if (!st.showEnded) return;
+    liveAgain().then(function (live) {
+      if (!live || !st.showEnded) return;
+      st.showEnded = false;
+      if (st.engine === 'hls.js') restartHls(0); else reloadNative(0);
+    });
+  }, NEXT_SHOW_MS);
+
   // Watchdog: some failures leave the player stuck without a fatal error,
-  // e.g. the origin restarted and the stream's timeline began anew, or the
-  // stream ended and may come back. Unless the viewer paused, start over
-  // when playback has not moved for a while.
+  // e.g. the origin restarted and the stream's timeline began anew. Unless
+  // the viewer paused or the show ended, start over when playback has not
+  // moved for a while.
   var STUCK_MS = 8000;
   var lastTime = -1, lastProgress = performance.now();
   setInterval(function () {
     var now = performance.now();
-    var stuck = video.ended || (!video.paused && video.currentTime === lastTime);
+    var stuck = !st.showEnded && !video.paused && video.currentTime === lastTime;
     lastTime = video.currentTime;
     if (!stuck || !st.engine || st.unplayable) {
       lastProgress = now;

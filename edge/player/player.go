@@ -32,6 +32,8 @@
 //	steeringLoads  steering manifests loaded
 //	waiting      'waiting' events since playback first started: stalls
 //	stalledMs    milliseconds spent in those stalls
+//	ended        the show ended (EXT-X-ENDLIST) and playback reached its end;
+//	             the page then looks for a new show every 10 s
 //
 // The page picks hls.js wherever Media Source Extensions exist, except in
 // Safari, which plays LL-HLS natively; ?engine=native or ?engine=hls.js on
@@ -40,7 +42,8 @@
 // back to its target latency after a stall (maxLiveSyncPlaybackRate), for
 // deficits up to about one target duration. Beyond the hls.js error recovery, a
 // watchdog reloads the stream when playback has not moved for 8 s without
-// the viewer pausing (an origin restart, a stream that ended and returns).
+// the viewer pausing (an origin restart). When the show ends the page says
+// so, and starts again once a new show is live under the same name.
 package player
 
 import (

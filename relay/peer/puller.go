@@ -139,9 +139,10 @@ func (p *Puller) lookup(ctx context.Context, name string, holdersOnly bool) (*re
 	pl := p.pulls[name]
 	p.mu.Unlock()
 	if st := p.cfg.Registry.Get(name); pl == nil && st != nil {
-		// Published here, or a window nobody else can refresh (an encoder
-		// reconnecting within the grace period): serve it as it is.
-		if p.cfg.Registry.HasPublisher(name) || !holds(p.cfg.Directory.Upstreams(name)) {
+		// Published here (even if its encoder is reconnecting within the
+		// grace period: the others relay it from here), or a window nobody
+		// else can refresh: serve it as it is.
+		if p.cfg.Registry.Local(name) || p.cfg.Registry.HasPublisher(name) || !holds(p.cfg.Directory.Upstreams(name)) {
 			return st, nil
 		}
 	}
@@ -203,8 +204,11 @@ func (p *Puller) start(name string, holdersOnly bool) (*pull, error) {
 	// A window left from an earlier pull ended where that subscription
 	// stopped, perhaps inside a segment that has gone on upstream since:
 	// start afresh from the upstream's window rather than splice onto it.
+	if p.cfg.Registry.Local(name) {
+		return nil, relay.ErrNoStream // this node's own stream is never pulled
+	}
 	p.cfg.Registry.Drop(name)
-	pub, err := p.cfg.Registry.Publish(name)
+	pub, err := p.cfg.Registry.Relay(name)
 	if err != nil {
 		return nil, err
 	}
