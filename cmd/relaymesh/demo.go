@@ -99,6 +99,7 @@ func runDemo(cmd *cobra.Command, f *nodeFlags) error {
 		ef := *f
 		ef.NodeName = "edge-" + strconv.Itoa(i)
 		ef.RTMP, ef.SRT, ef.RTSP, ef.Pull = "", "", "", nil
+		ef.DebugAddr = "" // pprof covers the whole process: the origin's listener serves it
 		ef.Mesh, ef.Relay = "127.0.0.1:0", "127.0.0.1:0"
 		ef.Join = origin.cluster.mesh.Addr()
 		ef.Parent = parent

@@ -40,6 +40,7 @@ type nodeFlags struct {
 	Idle                               time.Duration
 	Prewarm, Capacity                  int
 	LogLevel                           string
+	DebugAddr                          string // pprof listener, "" for none
 	routingFlags
 	ingestFlags
 	ingest bool // the encoder-facing flags are registered (origin, demo)
@@ -76,6 +77,7 @@ func (f *nodeFlags) register(fs *pflag.FlagSet, ingest bool) {
 	fs.DurationVar(&f.MinSegment, "min-segment", time.Second, "shortest segment; segments start at the next keyframe after it")
 	fs.DurationVar(&f.Grace, "grace", 30*time.Second, "how long a stream outlives its publisher, so a reconnect continues it")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.DebugAddr, "debug-addr", "", "serve net/http/pprof at this address, e.g. 127.0.0.1:6060 (keep it on loopback)")
 }
 
 func (f *nodeFlags) validate() error {
@@ -110,6 +112,7 @@ func (f *nodeFlags) validate() error {
 	}
 	for _, a := range []struct{ name, addr string }{
 		{"http", f.HTTP}, {"rtmp", f.RTMP}, {"srt", f.SRT}, {"rtsp", f.RTSP}, {"mesh", f.Mesh}, {"relay", f.Relay},
+		{"debug-addr", f.DebugAddr},
 	} {
 		if a.addr == "" {
 			continue
@@ -154,6 +157,7 @@ type node struct {
 	cluster  *cluster // nil when the node runs alone
 
 	httpLn, rtmpLn net.Listener
+	debugLn        net.Listener // --debug-addr: pprof
 	srt            *srt.Server
 	srtLn          *srt.Listener
 	rtsp           *rtsp.Server
@@ -198,6 +202,12 @@ func newNode(f nodeFlags, role mesh.Role, log *slog.Logger, explicit func(string
 	var err error
 	if f.HTTP != "" {
 		if n.httpLn, err = listen("http", f.HTTP); err != nil {
+			return nil, err
+		}
+	}
+	if f.DebugAddr != "" {
+		if n.debugLn, err = listenDebug(f.DebugAddr, log); err != nil {
+			n.close()
 			return nil, err
 		}
 	}
@@ -258,7 +268,7 @@ func listen(flag, addr string) (net.Listener, error) {
 }
 
 func (n *node) close() {
-	for _, ln := range []net.Listener{n.httpLn, n.rtmpLn, n.rtspLn} {
+	for _, ln := range []net.Listener{n.httpLn, n.rtmpLn, n.rtspLn, n.debugLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -285,6 +295,9 @@ func (n *node) run(ctx context.Context, extra ...func(context.Context) error) er
 		n.log.Info("srt ingest listening", "addr", n.srtLn.Addr().String(), "publish", "srt://HOST"+port(n.srtLn)+"?streamid=publish:{stream}")
 	}
 	n.runRTSP(ctx, g)
+	if n.debugLn != nil {
+		g.Go(func() error { return n.serveDebug(ctx) })
+	}
 	if n.httpLn != nil {
 		g.Go(func() error { return n.serveHTTP(ctx) })
 		n.log.Info("http listening", "addr", n.httpLn.Addr().String(), "play", n.scheme()+"://HOST"+port(n.httpLn)+"/live/{stream}/index.m3u8")
@@ -394,35 +407,21 @@ func clean(p string) bool {
 	return c == p || c+"/" == p
 }
 
-func (n *node) serveHTTP(ctx context.Context) error {
+// serveDebug serves pprof on --debug-addr until ctx ends.
+func (n *node) serveDebug(ctx context.Context) error {
 	base, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv := &http.Server{
-		Handler:           n.handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return base },
-	}
-	errc := make(chan error, 1)
-	go func() {
-		if n.tls != nil {
-			srv.TLSConfig = n.tls // HTTP/2 is negotiated over TLS by ALPN
-			errc <- srv.ServeTLS(n.httpLn, "", "")
-		} else {
-			errc <- srv.Serve(n.httpLn)
-		}
-	}()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http: %w", err)
-	case <-ctx.Done():
-	}
-	// Blocked playlist requests would hold shutdown for seconds: end them.
-	cancel()
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	srv.Shutdown(sctx)
-	<-errc
-	return nil
+	return serveUntil(ctx, "debug", newDebugServer(n.log, base), n.debugLn, cancel)
+}
+
+// serveHTTP serves viewers until ctx ends.
+func (n *node) serveHTTP(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	warnLowFileLimit(n.log)
+	base, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := newHTTPServer(n.handler(), viewerLimits(), n.log, base)
+	srv.TLSConfig = n.tls
+	g.Go(func() error { return serveUntil(ctx, "http", srv, n.httpLn, cancel) })
+	return g.Wait()
 }
