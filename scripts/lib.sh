@@ -23,11 +23,15 @@ bench_cleanup() {
 	rm -rf "$tmp"
 }
 
-# freeport prints a loopback port nobody listens on over TCP.
+# freeport prints a loopback port nobody listens on over TCP, below the
+# kernel's ephemeral range: a port there may be taken by an outgoing
+# connection (hundreds of viewers make many) between picking and binding.
 freeport() {
-	local p i
+	local p i low=32768
+	read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+	((low > 11000)) || low=32768
 	for i in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + RANDOM % (low - 10000)))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return 0
@@ -70,3 +74,27 @@ cpu_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 hz=$(getconf CLK_TCK)
+
+# hms_seconds turns whole seconds, minutes or hours (45, 30s, 2m, 1h) into
+# seconds; it fails on anything else.
+hms_seconds() {
+	[[ $1 =~ ^([0-9]+)([smh]?)$ ]] || return 1
+	local n=$((10#${BASH_REMATCH[1]}))
+	case ${BASH_REMATCH[2]} in
+	m) n=$((n * 60)) ;;
+	h) n=$((n * 3600)) ;;
+	esac
+	echo "$n"
+}
+
+# rss_kb PID: the process's resident set (VmRSS) in kB; nothing once it is
+# gone (Linux).
+rss_kb() {
+	awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || true
+}
+
+# metric NAME: the value of the unlabelled series NAME in the Prometheus
+# text format on stdin, rounded to a whole number; nothing if absent.
+metric() {
+	awk -v n="$1" '$1 == n { printf "%.0f\n", $2; exit }'
+}

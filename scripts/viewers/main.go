@@ -1,6 +1,7 @@
 // Command viewers is a swarm of simulated LL-HLS viewers that behave like
 // hls.js 1.7.4 in low-latency mode with content steering, for load and
-// steering drills against relaymesh (see scripts/surge.sh).
+// steering drills against relaymesh (see scripts/surge.sh and
+// scripts/soak.sh).
 //
 // Each viewer is a goroutine (plus one for its steering loads) sharing one
 // keep-alive http.Transport; it decodes nothing, so one core drives
@@ -41,12 +42,32 @@
 //
 // Viewers arrive -start at once, then evenly over -ramp up to -viewers
 // (each arrival jittered by up to half the gap, from -seed). The run stops
-// after -duration or at SIGINT/SIGTERM. Every -report it prints a line and
-// appends a JSON object to -out; at the end a JSON object with "final":
-// true, holding first_part_ms (for each host:port, the Unix time in ms at
-// which it served its first part to any viewer), and the line
+// after -duration or at SIGINT/SIGTERM.
 //
-//	viewers n=300 peak_per_host=104 stalls=0 stall_s=0.00 redirects=300 ...
+// Churn: with -lifetime D, viewers come and go all the time while the
+// population stays at the target. Each viewer leaves after a lifetime
+// drawn from an exponential distribution of mean D (from -seed), and a
+// newcomer arrives in its place at once, through -entry like any other.
+// Exponential lifetimes are memoryless: from the first minute on, about
+// -viewers/D viewers leave and arrive each second, without waves of
+// viewers who arrived together leaving together. A viewer whose stream
+// ended stays until its lifetime is up. A viewer that leaves stops: its
+// context is cancelled, which aborts its requests in flight and ends its
+// steering, and its idle connections are closed. With churn each viewer
+// has its own connections (its own keep-alive http.Transport, as a
+// browser tab has), so a node sees a leaving viewer's connections close;
+// without it all viewers share one transport.
+//
+// Every -report it prints a line and appends a JSON object to -out; at the
+// end a JSON object with "final": true, holding first_part_ms (for each
+// host:port, the Unix time in ms at which it served its first part to any
+// viewer), and the line
+//
+//	viewers n=300 joined=300 left=0 peak_per_host=104 stalls=0 stall_s=0.00 ...
+//
+// n and joined are the viewers that arrived in all, left those that left
+// at the end of their lifetime (the others were still there when the run
+// stopped). Stall totals include the viewers who left.
 //
 // It exits 1 only if the entry URL never answered.
 //
@@ -54,6 +75,8 @@
 //
 //	go run ./scripts/viewers -entry http://127.0.0.1:8080/live/bench/index.m3u8 \
 //	    -start 30 -viewers 300 -ramp 60s -duration 100s -out viewers.jsonl
+//	go run ./scripts/viewers -entry http://127.0.0.1:8080/live/bench/index.m3u8 \
+//	    -start 60 -viewers 60 -lifetime 60s -duration 30m
 package main
 
 import (
@@ -83,6 +106,7 @@ type config struct {
 	start, viewers int
 	ramp, duration time.Duration
 	report         time.Duration
+	lifetime       time.Duration // mean viewer lifetime; 0: viewers stay
 	seed           uint64
 }
 
@@ -94,8 +118,9 @@ func main() {
 	flag.DurationVar(&cfg.ramp, "ramp", 0, "time over which viewers go from -start to -viewers (0: all at once)")
 	flag.DurationVar(&cfg.duration, "duration", 60*time.Second, "length of the run")
 	flag.DurationVar(&cfg.report, "report", time.Second, "reporting interval")
+	flag.DurationVar(&cfg.lifetime, "lifetime", 0, "churn: each viewer leaves after an exponentially distributed lifetime of this mean and a newcomer takes its place (0: viewers stay)")
 	out := flag.String("out", "", "file to write one JSON object per report, and a final one, to")
-	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the arrival jitter")
+	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the arrival jitter and the lifetimes")
 	verbose := flag.Bool("v", false, "log each viewer's entries, switches, steering and errors to stderr")
 	flag.Parse()
 	if err := cfg.check(); err != nil {
@@ -125,7 +150,11 @@ func main() {
 	defer cancel()
 
 	sw := newSwarm(cfg, logger)
-	fmt.Printf("viewers: %s: %d at once, %d after %v, for %v\n", cfg.entry, cfg.start, cfg.viewers, cfg.ramp, cfg.duration)
+	churn := ""
+	if cfg.lifetime > 0 {
+		churn = fmt.Sprintf(", each leaving after %v on average and replaced at once", cfg.lifetime)
+	}
+	fmt.Printf("viewers: %s: %d at once, %d after %v%s, for %v\n", cfg.entry, cfg.start, cfg.viewers, cfg.ramp, churn, cfg.duration)
 	final, err := sw.run(ctx, os.Stdout, jsonOut)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "viewers:", err)
@@ -149,6 +178,10 @@ func (c *config) check() error {
 		return fmt.Errorf("-start %d: want 0..-viewers", c.start)
 	case c.ramp < 0 || c.duration <= 0 || c.report <= 0:
 		return fmt.Errorf("-ramp, -duration and -report must be positive")
+	case c.lifetime < 0:
+		return fmt.Errorf("-lifetime %v: want 0 (no churn) or more", c.lifetime)
+	case c.lifetime > 0 && c.lifetime < 100*time.Millisecond:
+		return fmt.Errorf("-lifetime %v: want at least 100ms", c.lifetime)
 	}
 	return nil
 }
@@ -171,8 +204,19 @@ func arrivals(start, total int, ramp time.Duration, jitter func() float64) []tim
 	return at
 }
 
+// lifetime is a viewer's stay for a mean lifetime and a draw e of the
+// standard exponential distribution (mean 1, rand's ExpFloat64): mean*e,
+// at least a millisecond. With mean 0 (no churn) it is 0.
+func lifetime(mean time.Duration, e float64) time.Duration {
+	if mean <= 0 {
+		return 0
+	}
+	return max(time.Duration(float64(mean)*e), time.Millisecond)
+}
+
 // counters are the swarm's running totals.
 type counters struct {
+	joined, left                                   atomic.Int64
 	requests, redirects, sheds, entryErrors        atomic.Int64
 	switches, steeredSwitches, penalties           atomic.Int64
 	steeringLoads, steeringErrors, steeringStopped atomic.Int64
@@ -189,26 +233,89 @@ type swarm struct {
 	start         time.Time
 
 	mu         sync.Mutex
-	viewers    []*viewer
-	firstParts map[string]int64 // host:port -> Unix ms of its first part
+	viewers    map[*viewer]struct{} // arrived and not left
+	goneStalls int64                // stalls of the viewers who left
+	goneStall  time.Duration        // and their time stalled
+	firstParts map[string]int64     // host:port -> Unix ms of its first part
 }
 
-func newSwarm(cfg config, logger *log.Logger) *swarm {
+// newClient is a keep-alive client that leaves redirects to get, which
+// counts them.
+func newClient() *http.Client {
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 100_000, // every viewer's connections stay open between requests
 		IdleConnTimeout:     90 * time.Second,
 	}
+	return &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func newSwarm(cfg config, logger *log.Logger) *swarm {
 	return &swarm{
-		cfg: cfg,
-		client: &http.Client{
-			Transport: tr,
-			// Redirects are followed by get, which counts them.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		cfg:        cfg,
+		client:     newClient(),
 		log:        logger,
+		viewers:    map[*viewer]struct{}{},
 		firstParts: map[string]int64{},
+	}
+}
+
+// join adds a newcomer to the swarm. With churn it gets its own
+// connections.
+func (s *swarm) join() *viewer {
+	id := int(s.c.joined.Add(1))
+	v := &viewer{id: id, sw: s, client: s.client, bw: newBandwidth(), inits: map[string]bool{}, hosts: map[string]bool{}}
+	if s.cfg.lifetime > 0 {
+		v.client = newClient()
+	}
+	s.mu.Lock()
+	s.viewers[v] = struct{}{}
+	s.mu.Unlock()
+	return v
+}
+
+// leave removes a viewer whose run has returned, keeping its stalls in the
+// totals, and closes its idle connections.
+func (s *swarm) leave(v *viewer) {
+	if v.client != s.client {
+		v.client.CloseIdleConnections()
+	}
+	s.mu.Lock()
+	v.mu.Lock()
+	s.goneStalls += int64(v.buf.stalls)
+	s.goneStall += v.buf.totalStall(time.Now())
+	v.mu.Unlock()
+	delete(s.viewers, v)
+	s.mu.Unlock()
+	s.c.left.Add(1)
+	v.logf("left")
+}
+
+// slot keeps one place in the swarm filled until ctx ends. Without churn
+// one viewer stays for the whole run. With it each viewer leaves at the
+// end of its lifetime (drawn from rng) and a newcomer takes its place.
+func (s *swarm) slot(ctx context.Context, rng *rand.Rand) {
+	for {
+		v := s.join()
+		if s.cfg.lifetime <= 0 {
+			v.run(ctx, ctx)
+			return
+		}
+		life := lifetime(s.cfg.lifetime, rng.ExpFloat64())
+		lctx, cancel := context.WithTimeout(ctx, life)
+		v.run(ctx, lctx)
+		// A viewer whose stream ended stays until its time is up.
+		<-lctx.Done()
+		cancel()
+		if ctx.Err() != nil {
+			// Still there when the run stopped.
+			return
+		}
+		s.leave(v)
 	}
 }
 
@@ -228,6 +335,8 @@ type report struct {
 	T            float64        `json:"t"`
 	Active       int            `json:"active"`   // arrived and not gone
 	Entering     int            `json:"entering"` // of those, not yet through the entry
+	Joined       int64          `json:"joined"`   // arrived in all
+	Left         int64          `json:"left"`     // left at the end of their lifetime
 	Hosts        map[string]int `json:"hosts"`    // active viewers by the host of their last part
 	NewStalls    int64          `json:"new_stalls"`
 	StalledNow   int            `json:"stalled_now"`
@@ -264,10 +373,15 @@ type report struct {
 // sample takes the state of every viewer at now.
 func (s *swarm) sample(now time.Time) report {
 	s.mu.Lock()
-	vs := s.viewers
+	vs := make([]*viewer, 0, len(s.viewers))
+	for v := range s.viewers {
+		vs = append(vs, v)
+	}
+	// Taken with the list: a viewer leaving now is counted once, here
+	// or in the list.
+	stall, stalls := s.goneStall, s.goneStalls
 	s.mu.Unlock()
-	r := report{T: now.Sub(s.start).Seconds(), Hosts: map[string]int{}}
-	var stall time.Duration
+	r := report{T: now.Sub(s.start).Seconds(), Hosts: map[string]int{}, Stalls: stalls}
 	for _, v := range vs {
 		v.mu.Lock()
 		now := time.Now() // under the lock, as the viewer takes it
@@ -289,6 +403,7 @@ func (s *swarm) sample(now time.Time) report {
 	}
 	r.StallS = stall.Seconds()
 	c := &s.c
+	r.Joined, r.Left = c.joined.Load(), c.left.Load()
 	r.Requests, r.Redirects, r.Sheds, r.EntryErrors = c.requests.Load(), c.redirects.Load(), c.sheds.Load(), c.entryErrors.Load()
 	r.Switches, r.Steered, r.Penalties = c.switches.Load(), c.steeredSwitches.Load(), c.penalties.Load()
 	r.SteerLoads, r.SteerErrors, r.SteerStopped = c.steeringLoads.Load(), c.steeringErrors.Load(), c.steeringStopped.Load()
@@ -313,14 +428,12 @@ func (s *swarm) run(ctx context.Context, human, jsonOut io.Writer) (report, erro
 			if !sleep(ctx, time.Until(s.start.Add(d))) {
 				return
 			}
-			v := &viewer{id: i + 1, sw: s, bw: newBandwidth(), inits: map[string]bool{}, hosts: map[string]bool{}}
-			s.mu.Lock()
-			s.viewers = append(s.viewers, v)
-			s.mu.Unlock()
+			// Each place draws its lifetimes from its own generator.
+			prng := rand.New(rand.NewPCG(s.cfg.seed, uint64(i)+1))
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				v.run(ctx)
+				s.slot(ctx, prng)
 			}()
 		}
 	}()
@@ -373,7 +486,7 @@ loop:
 	final := take(time.Now())
 	final.StalledNow = stalledNow
 	final.Final = true
-	final.Viewers = len(s.viewers)
+	final.Viewers = int(final.Joined)
 	final.PeakActive = peakActive
 	final.PeakHosts = peakHosts
 	for _, n := range peakHosts {
@@ -406,14 +519,14 @@ func sortedHosts(m map[string]int) string {
 
 // line is the human form of an interval's report.
 func (r *report) line() string {
-	return fmt.Sprintf("t=%6.1f active=%d entering=%d hosts=[%s] stalls=+%d stalled=%d stall_s=%.2f redirects=%d sheds=%d switches=%d steering=%d/%d errors=%d skipped=%d",
-		r.T, r.Active, r.Entering, sortedHosts(r.Hosts), r.NewStalls, r.StalledNow, r.StallS,
+	return fmt.Sprintf("t=%6.1f active=%d entering=%d joined=%d left=%d hosts=[%s] stalls=+%d stalled=%d stall_s=%.2f redirects=%d sheds=%d switches=%d steering=%d/%d errors=%d skipped=%d",
+		r.T, r.Active, r.Entering, r.Joined, r.Left, sortedHosts(r.Hosts), r.NewStalls, r.StalledNow, r.StallS,
 		r.Redirects, r.Sheds, r.Switches, r.SteerLoads, r.SteerErrors, r.MediaErrors, r.Skipped)
 }
 
 // summary is the final line.
 func (r *report) summary() string {
-	return fmt.Sprintf("viewers n=%d peak_active=%d peak_per_host=%d stalls=%d stall_s=%.2f redirects=%d sheds=%d switches=%d steered=%d penalties=%d steering_loads=%d steering_errors=%d steering_stopped_429=%d steering_disabled_410=%d errors=%d skipped_parts=%d ended=%d peak_hosts=[%s]",
-		r.Viewers, r.PeakActive, r.PeakPerHost, r.Stalls, r.StallS, r.Redirects, r.Sheds, r.Switches, r.Steered, r.Penalties,
+	return fmt.Sprintf("viewers n=%d joined=%d left=%d peak_active=%d peak_per_host=%d stalls=%d stall_s=%.2f redirects=%d sheds=%d switches=%d steered=%d penalties=%d steering_loads=%d steering_errors=%d steering_stopped_429=%d steering_disabled_410=%d errors=%d skipped_parts=%d ended=%d peak_hosts=[%s]",
+		r.Viewers, r.Joined, r.Left, r.PeakActive, r.PeakPerHost, r.Stalls, r.StallS, r.Redirects, r.Sheds, r.Switches, r.Steered, r.Penalties,
 		r.SteerLoads, r.SteerErrors, r.Steer429, r.Steer410, r.MediaErrors, r.Skipped, r.Ended, sortedHosts(r.PeakHosts))
 }

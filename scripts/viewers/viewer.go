@@ -171,8 +171,9 @@ const (
 // content steering, its steering goroutine share mu's fields with the
 // reporter.
 type viewer struct {
-	id int
-	sw *swarm
+	id     int
+	sw     *swarm
+	client *http.Client // the swarm's, or its own with churn
 
 	mu    sync.Mutex
 	state viewerState
@@ -195,7 +196,7 @@ func (v *viewer) logf(format string, args ...any) {
 }
 
 func (v *viewer) get(ctx context.Context, u string, timeout time.Duration, body *bytes.Buffer) response {
-	r := get(ctx, v.sw.client, u, timeout, body)
+	r := get(ctx, v.client, u, timeout, body)
 	v.sw.c.requests.Add(1)
 	if r.redirects > 0 {
 		v.sw.c.redirects.Add(int64(r.redirects))
@@ -204,13 +205,14 @@ func (v *viewer) get(ctx context.Context, u string, timeout time.Duration, body 
 }
 
 // run is the viewer's life: arrive, start steering, play until the stream
-// ends or ctx does.
-func (v *viewer) run(ctx context.Context) {
+// ends or ctx does. ctx is the run's context (runCtx), or one derived from
+// it that ends when the viewer leaves.
+func (v *viewer) run(runCtx, ctx context.Context) {
 	defer func() {
 		v.mu.Lock()
 		// A viewer stopped by the end of the run still counts as there
-		// (with its host) in the final report.
-		if ctx.Err() == nil {
+		// (with its host) in the final report; one that left does not.
+		if runCtx.Err() == nil {
 			v.state = done
 		}
 		v.buf.end(time.Now())

@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# The soak drill: a mesh serves steered LL-HLS viewers who come and go all
+# the time, for half an hour, to see whether memory, goroutines or open
+# files creep up. The goal (issue 9): RSS and goroutines flat, within 10 %
+# after warm-up.
+#
+# It builds relaymesh and scripts/viewers, starts an origin and edge-1 and
+# edge-2 on free loopback ports (each with --capacity CAPACITY and
+# --steering-ttl 3s), publishes a live 640x360 30 fps H.264 + AAC stream
+# (about 0.7 Mb/s, key frame every 2 s) to the origin with ffmpeg, and
+# waits until the stream is live and every node's /readyz answers 200.
+# Then scripts/viewers (hls.js 1.7.4 low-latency and content steering
+# behaviour) arrives at the origin's index.m3u8: VIEWERS viewers over the
+# first 10 s, each of whom leaves after an exponentially distributed
+# lifetime of mean LIFETIME and is replaced at once by a newcomer (its own
+# connections, a new session), for DURATION.
+#
+# Every SAMPLE (from the viewers' start, the last one at DURATION) it
+# takes, on every node: RSS (VmRSS of /proc/PID/status), goroutines
+# (go_goroutines of the node's /metrics), open files (process_open_fds;
+# /proc/PID/fd when absent), the node's viewers (relaymesh_node_viewers)
+# and its CPU since the previous sample; it prints one line per sample,
+# with the viewers' running totals, and appends the rows to a TSV (copied
+# to OUT if set; the temp dir goes on exit). At the end it prints the
+# table, then for each node the first sample at or after WARMUP against
+# the last, with the % change, and the maximum after WARMUP; the viewers'
+# summary; and one line for docs/benchmarks.md:
+#
+#   soak duration=30m warmup=2m viewers=60 lifetime=60s capacity=50 joined=... left=... stalls=0 stall_s=0.00 errors=0 origin_rss_mb=21.0→21.3(+1.4%,max_21.9) origin_goroutines=48→48(+0.0%,max_52) origin_fds=25→25 edge-1_...
+#
+# A line starting "soak: WARNING" follows when a node's RSS or goroutines
+# grew more than 10 % from the first sample after warm-up to the last (a
+# finding, not a failure). The script exits non-zero only when the drill
+# could not run: a build, a node, ffmpeg or the viewers failed, or a node
+# or ffmpeg stopped during the drill.
+#
+# Every process the script starts is stopped on exit, by PID (SIGINT: a
+# relaymesh node then stops at once instead of draining).
+#
+# Usage (from anywhere):
+#   scripts/soak.sh
+#   DURATION=4m SAMPLE=20s WARMUP=1m scripts/soak.sh
+#   DURATION=2h OUT=/tmp/soak.tsv scripts/soak.sh
+# Environment: DURATION (default 30m, 1m..2h), SAMPLE (default 30s,
+# 5s..10m), WARMUP (default 2m; at least one SAMPLE must fit between it
+# and DURATION), VIEWERS (default 60, 1..2000), LIFETIME (mean viewer
+# lifetime, default 60s, 1s..1h), CAPACITY (viewers per node, default 50),
+# OUT (a file to copy the samples TSV to), RELAYMESH (a relaymesh binary
+# to use instead of building ./cmd/relaymesh), FFMPEG (default ffmpeg),
+# VIEWERS_FLAGS (extra scripts/viewers flags, e.g. -v).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+DURATION=${DURATION:-30m}
+SAMPLE=${SAMPLE:-30s}
+WARMUP=${WARMUP:-2m}
+VIEWERS=${VIEWERS:-60}
+LIFETIME=${LIFETIME:-60s}
+CAPACITY=${CAPACITY:-50}
+OUT=${OUT:-}
+RELAYMESH=${RELAYMESH:-}
+FFMPEG=${FFMPEG:-ffmpeg}
+VIEWERS_FLAGS=${VIEWERS_FLAGS:-}
+ttl=3s
+gop_s=2
+ramp_s=10
+
+usage_error() {
+	echo "soak: $*" >&2
+	exit 2
+}
+for v in DURATION SAMPLE WARMUP LIFETIME; do
+	hms_seconds "${!v}" >/dev/null || usage_error "$v=${!v}: want whole seconds, minutes or hours (30s, 2m, 1h)"
+done
+[[ $VIEWERS =~ ^[0-9]+$ && $CAPACITY =~ ^[0-9]+$ ]] || usage_error "VIEWERS and CAPACITY must be whole numbers"
+duration_s=$(hms_seconds "$DURATION") sample_s=$(hms_seconds "$SAMPLE")
+warmup_s=$(hms_seconds "$WARMUP") lifetime_s=$(hms_seconds "$LIFETIME")
+((duration_s >= 60 && duration_s <= 7200)) || usage_error "DURATION=$DURATION: want 1m..2h"
+((sample_s >= 5 && sample_s <= 600)) || usage_error "SAMPLE=$SAMPLE: want 5s..10m"
+((warmup_s + sample_s <= duration_s)) ||
+	usage_error "WARMUP=$WARMUP: want at least one SAMPLE ($SAMPLE) between it and DURATION ($DURATION)"
+((VIEWERS >= 1 && VIEWERS <= 2000)) || usage_error "VIEWERS=$VIEWERS: want 1..2000"
+((lifetime_s >= 1 && lifetime_s <= 3600)) || usage_error "LIFETIME=$LIFETIME: want 1s..1h"
+((CAPACITY >= 1 && CAPACITY <= 100000)) || usage_error "CAPACITY=$CAPACITY: want 1..100000"
+[[ -z $RELAYMESH || -x $RELAYMESH ]] || usage_error "RELAYMESH=$RELAYMESH is not an executable"
+if [[ -n $OUT ]]; then
+	: >>"$OUT" 2>/dev/null || usage_error "OUT=$OUT: cannot write there"
+fi
+# The viewers outlast the last sample (at DURATION) by a few seconds, and
+# the push outlasts them: start-up (at most a minute) and the run.
+viewers_s=$((duration_s + 3))
+push_s=$((duration_s + 120))
+
+bench_init soak
+
+echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
+
+if [[ -n $RELAYMESH ]]; then
+	echo "== building viewers (relaymesh: $RELAYMESH)"
+	cp "$RELAYMESH" "$tmp/relaymesh"
+else
+	echo "== building relaymesh and viewers"
+	go build -o "$tmp/relaymesh" ./cmd/relaymesh
+fi
+go build -o "$tmp/viewers" ./scripts/viewers
+if ! "$tmp/relaymesh" edge --help 2>&1 | grep -q -- '--steering-ttl'; then
+	echo "soak: this relaymesh has no --steering-ttl: the drill needs content steering" >&2
+	exit 1
+fi
+
+# Ports: origin http, rtmp, mesh, relay; then http, mesh, relay per edge.
+ports=()
+while ((${#ports[@]} < 10)); do
+	p=$(freeport)
+	[[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+done
+origin_mesh=${ports[2]} rtmp_port=${ports[1]}
+key="soak-$RANDOM$RANDOM"
+nodes=(origin edge-1 edge-2)
+declare -A node_http node_pid
+
+# died NAME: a node stopped; print its log's tail and fail.
+died() {
+	echo "soak: $1 exited; the end of its log:" >&2
+	tail -n 40 "$tmp/$1.log" >&2
+	exit 1
+}
+
+node_http[origin]=${ports[0]}
+echo "== origin: http 127.0.0.1:${node_http[origin]}, rtmp :$rtmp_port, mesh :$origin_mesh; capacity $CAPACITY, steering TTL $ttl"
+"$tmp/relaymesh" origin --node-name origin --http "127.0.0.1:${node_http[origin]}" --rtmp "127.0.0.1:$rtmp_port" \
+	--srt "" --rtsp "" --mesh "127.0.0.1:$origin_mesh" --relay "127.0.0.1:${ports[3]}" \
+	--cluster-key "$key" --capacity "$CAPACITY" --steering-ttl "$ttl" >"$tmp/origin.log" 2>&1 &
+node_pid[origin]=$!
+pids+=("${node_pid[origin]}")
+for _ in $(seq 1 100); do
+	curl -fsS -o /dev/null "http://127.0.0.1:${node_http[origin]}/healthz" 2>/dev/null && break
+	kill -0 "${node_pid[origin]}" 2>/dev/null || died origin
+	sleep 0.1
+done
+
+gop=$((gop_s * 30))
+"$FFMPEG" -hide_banner -loglevel error -nostdin -re \
+	-f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+	-c:v libx264 -preset veryfast -pix_fmt yuv420p -g "$gop" -keyint_min "$gop" -sc_threshold 0 \
+	-b:v 640k -maxrate 640k -bufsize 1280k -c:a aac -b:a 64k -t "$push_s" \
+	-f flv "rtmp://127.0.0.1:$rtmp_port/live/bench" >"$tmp/ffmpeg.log" 2>&1 &
+ffmpeg_pid=$!
+pids+=("$ffmpeg_pid")
+
+for n in 1 2; do
+	i=$((4 + (n - 1) * 3))
+	node_http[edge-$n]=${ports[$i]}
+	echo "== edge-$n: http 127.0.0.1:${ports[$i]}"
+	"$tmp/relaymesh" edge --node-name "edge-$n" --http "127.0.0.1:${ports[$i]}" --mesh "127.0.0.1:${ports[$((i + 1))]}" \
+		--relay "127.0.0.1:${ports[$((i + 2))]}" --cluster-key "$key" --join "127.0.0.1:$origin_mesh" \
+		--capacity "$CAPACITY" --steering-ttl "$ttl" >"$tmp/edge-$n.log" 2>&1 &
+	node_pid[edge-$n]=$!
+	pids+=("${node_pid[edge-$n]}")
+done
+
+# wait_ready NAME: until the node's /readyz answers 200 (20 s at most).
+wait_ready() {
+	for _ in $(seq 1 200); do
+		curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:${node_http[$1]}/readyz" 2>/dev/null && return 0
+		kill -0 "${node_pid[$1]}" 2>/dev/null || died "$1"
+		sleep 0.1
+	done
+	echo "soak: $1's /readyz did not answer 200 within 20 s; its log:" >&2
+	cat "$tmp/$1.log" >&2
+	exit 1
+}
+
+media="http://127.0.0.1:${node_http[origin]}/live/bench/media.m3u8"
+echo "== waiting for the stream to be live and the nodes ready"
+wait_live "$media" "$ffmpeg_pid" "$tmp/ffmpeg.log" "$tmp/origin.log"
+for n in "${nodes[@]}"; do
+	wait_ready "$n"
+done
+
+# jf NAME JSON: a number of the viewers' JSON report (0 before the first).
+jf() {
+	local x
+	x=$(sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2")
+	echo "${x:-0}"
+}
+
+# sample T: takes every node's figures at T seconds into the drill,
+# appends a row per node to the TSV and prints one line.
+samples="$tmp/soak-samples.tsv"
+printf 't_s\tnode\trss_kb\tgoroutines\topen_fds\tnode_viewers\tcpu_pct\n' >"$samples"
+declare -A last_ticks last_ns
+sample() {
+	local t=$1 n pid m rss gor fds vw ticks ns cpu cpu_h line="" v
+	for n in "${nodes[@]}"; do
+		pid=${node_pid[$n]}
+		kill -0 "$pid" 2>/dev/null || died "$n"
+		m=$(curl -fsS --max-time 5 "http://127.0.0.1:${node_http[$n]}/metrics" 2>/dev/null || true)
+		[[ -n $m ]] || echo "soak: $n's /metrics did not answer at +${t}s" >&2
+		rss=$(rss_kb "$pid") gor=$(metric go_goroutines <<<"$m")
+		fds=$(metric process_open_fds <<<"$m") vw=$(metric relaymesh_node_viewers <<<"$m")
+		[[ -n $fds ]] || fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+		ticks=$(cpu_ticks "$pid") ns=$(date +%s%N)
+		cpu=NA cpu_h='?'
+		if [[ -n ${last_ticks[$n]:-} ]] && ((ns > last_ns[$n])); then
+			cpu=$(((ticks - last_ticks[$n]) * 100 * 1000000000 / hz / (ns - last_ns[$n])))
+			cpu_h=$cpu%
+		fi
+		last_ticks[$n]=$ticks last_ns[$n]=$ns
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$n" "${rss:-NA}" "${gor:-NA}" "${fds:-NA}" "${vw:-NA}" "$cpu" >>"$samples"
+		line+=" | $n $(awk -v k="${rss:-0}" 'BEGIN { printf "%.1f", k / 1024 }')MB gor=${gor:-?} fds=${fds:-?} viewers=${vw:-?} cpu=$cpu_h"
+	done
+	# The viewers' running totals, from their latest JSON report.
+	v=$(tail -n 1 "$tmp/viewers.jsonl" 2>/dev/null || true)
+	printf '  +%5ss%s | swarm active=%s joined=%s left=%s stalls=%s stall_s=%s\n' "$t" "$line" \
+		"$(jf active "$v")" "$(jf joined "$v")" "$(jf left "$v")" "$(jf stalls "$v")" "$(jf stall_s "$v")"
+}
+
+entry="http://127.0.0.1:${node_http[origin]}/live/bench/index.m3u8"
+echo "== viewers: $VIEWERS over the first ${ramp_s}s, each leaving after ${lifetime_s}s on average and replaced at once, for $DURATION (entry $entry)"
+echo "== sampling every ${sample_s}s; warm-up ${warmup_s}s; samples in $samples (removed on exit: OUT=FILE keeps a copy)"
+t0=$(date +%s%3N)
+# shellcheck disable=SC2086 # VIEWERS_FLAGS is split on purpose
+"$tmp/viewers" -entry "$entry" -start 0 -viewers "$VIEWERS" -ramp "${ramp_s}s" -lifetime "${lifetime_s}s" \
+	-duration "${viewers_s}s" -report 1s -out "$tmp/viewers.jsonl" $VIEWERS_FLAGS >"$tmp/viewers.txt" 2>"$tmp/viewers.err" &
+viewers_pid=$!
+pids+=("$viewers_pid")
+
+next=0
+while kill -0 "$viewers_pid" 2>/dev/null; do
+	el_ms=$(($(date +%s%3N) - t0))
+	if ((next <= duration_s && el_ms >= next * 1000)); then
+		kill -0 "$ffmpeg_pid" 2>/dev/null || {
+			echo "soak: ffmpeg stopped at +$((el_ms / 1000))s; its log:" >&2
+			cat "$tmp/ffmpeg.log" >&2
+			exit 1
+		}
+		sample "$next"
+		# A slow sample skips the slots it overran.
+		while ((next <= duration_s && el_ms >= next * 1000)); do
+			next=$((next + sample_s))
+		done
+	fi
+	if ((el_ms > (viewers_s + 60) * 1000)); then
+		echo "soak: the viewers did not stop after ${viewers_s}s" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+viewers_rc=0
+wait "$viewers_pid" || viewers_rc=$?
+summary=$(grep '^viewers n=' "$tmp/viewers.txt" || true)
+if ((viewers_rc != 0)) || [[ -z $summary ]]; then
+	echo "soak: the viewers failed (exit $viewers_rc); their output, errors and the origin log tail:" >&2
+	tail -n 20 "$tmp/viewers.txt" >&2
+	cat "$tmp/viewers.err" >&2
+	tail -n 40 "$tmp/origin.log" >&2
+	exit 1
+fi
+for n in "${nodes[@]}"; do
+	kill -0 "${node_pid[$n]}" 2>/dev/null || died "$n"
+done
+if [[ -n $OUT ]]; then
+	cp "$samples" "$OUT"
+fi
+
+echo "== samples (rss in kB; cpu in % of one core since the previous sample)"
+column -t -s $'\t' "$samples" | sed 's/^/  /'
+
+# field NAME: a name=value of the viewers' summary line.
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$summary"; }
+
+# The comparison, per node, in awk: the first sample at or after the
+# warm-up, the last, and the maximum after the warm-up. It prints a human
+# line, then "piece" (for the summary line) and "warn" lines.
+analysis=$(awk -F'\t' -v warm="$warmup_s" -v order="${nodes[*]}" '
+NR == 1 { next }
+$1 >= warm {
+	n = $2
+	for (c = 3; c <= 5; c++) {
+		if ($c == "NA") continue
+		if (!((n, c) in first)) first[n, c] = $c
+		last[n, c] = $c
+		if (!((n, c) in mx) || $c + 0 > mx[n, c]) mx[n, c] = $c + 0
+	}
+	if ($6 != "NA") { if (!(n in v0)) v0[n] = $6; v1[n] = $6 }
+}
+function pct(a, b) { return a > 0 ? (b - a) * 100 / a : 0 }
+END {
+	split(order, ns, " ")
+	for (i = 1; i in ns; i++) {
+		n = ns[i]
+		if (!((n, 3) in first) || !((n, 4) in first)) { print "missing " n; continue }
+		r0 = first[n, 3] / 1024; r1 = last[n, 3] / 1024; rm = mx[n, 3] / 1024
+		g0 = first[n, 4]; g1 = last[n, 4]; gm = mx[n, 4]
+		f0 = ((n, 5) in first) ? first[n, 5] : "NA"; f1 = ((n, 5) in last) ? last[n, 5] : "NA"
+		printf "human   %s: RSS %.1f → %.1f MB (%+.1f%%), max %.1f MB; goroutines %d → %d (%+.1f%%), max %d; open files %s → %s; node viewers %s → %s\n",
+			n, r0, r1, pct(r0, r1), rm, g0, g1, pct(g0, g1), gm, f0, f1, v0[n], v1[n]
+		printf "piece %s_rss_mb=%.1f→%.1f(%+.1f%%,max_%.1f) %s_goroutines=%d→%d(%+.1f%%,max_%d) %s_fds=%s→%s\n",
+			n, r0, r1, pct(r0, r1), rm, n, g0, g1, pct(g0, g1), gm, n, f0, f1
+		if (pct(r0, r1) > 10)
+			printf "warn soak: WARNING: %s RSS grew %.1f%% after warm-up (%.1f → %.1f MB), more than 10%%\n", n, pct(r0, r1), r0, r1
+		if (pct(g0, g1) > 10)
+			printf "warn soak: WARNING: %s goroutines grew %.1f%% after warm-up (%d → %d), more than 10%%\n", n, pct(g0, g1), g0, g1
+	}
+}' "$samples")
+if grep -q '^missing ' <<<"$analysis"; then
+	echo "soak: no usable sample after the warm-up for: $(sed -n 's/^missing //p' <<<"$analysis" | tr '\n' ' ')" >&2
+	exit 1
+fi
+
+echo "== after warm-up (first sample at or after +${warmup_s}s vs the last; max after warm-up)"
+sed -n 's/^human /  /p' <<<"$analysis"
+echo "== viewers"
+echo "  $summary"
+echo "== summary ($(nproc) cores; capacity $CAPACITY, steering TTL $ttl, GOP ${gop_s} s, samples every ${sample_s}s, warm-up ${warmup_s}s)"
+pieces=$(sed -n 's/^piece //p' <<<"$analysis" | tr '\n' ' ')
+echo "soak duration=$DURATION warmup=$WARMUP viewers=$VIEWERS lifetime=${lifetime_s}s capacity=$CAPACITY joined=$(field joined) left=$(field left) stalls=$(field stalls) stall_s=$(field stall_s) errors=$(field errors) sheds=$(field sheds) ${pieces% }"
+sed -n 's/^warn //p' <<<"$analysis"
+echo "load average at end: $(cut -d" " -f1-3 /proc/loadavg)"
