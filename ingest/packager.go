@@ -168,6 +168,21 @@ func (p *Packager) tryInit() error {
 // nil while a video track's parameter sets are still unknown.
 func (p *Packager) Init() *relay.Init { return p.init }
 
+// retarget makes the packager write into pub from now on, naming its init
+// segment init there (the same bytes under an ID of pub's stream). What it
+// cut before is the caller's to carry over, including the open segment, in
+// which it goes on cutting parts; with none open, the next segment it opens
+// carries a discontinuity.
+func (p *Packager) retarget(pub *relay.Publication, init *relay.Init) {
+	p.pub = pub
+	if p.init != nil {
+		p.init = init
+	}
+	if !p.open {
+		p.discontinu = true
+	}
+}
+
 // Reconfigure ends the open segment and continues with a new track set: a
 // new init segment and a discontinuity, on the same timeline. Protocols
 // call it when an encoder announces new codec parameters.

@@ -38,7 +38,37 @@ var (
 	ErrTooManyStreams = errors.New("too many streams on this node (raise --max-streams)")
 	ErrBitrate        = errors.New("stream bitrate above --max-bitrate")
 	ErrTakenOver      = errors.New("a newer publisher took the stream over")
+	ErrLiveElsewhere  = errors.New("stream is live on another origin")
 )
+
+// Claim says how a publish of a stream fits the mesh (see Claimer).
+type Claim int
+
+// Claims.
+const (
+	// ClaimPublish: publish here (no other origin has the stream).
+	ClaimPublish Claim = iota
+	// ClaimHold: this origin is the stream's standby: the primary
+	// publishes it. Package the encoder aside, ready to take over.
+	ClaimHold
+	// ClaimTakeOver: this origin is the stream's standby and the primary is
+	// gone: continue the replica's playlist from this encoder.
+	ClaimTakeOver
+	// ClaimRefuse: another origin, not this one's partner, publishes it.
+	ClaimRefuse
+)
+
+// Claimer is the mesh as publishing sees it: whether a stream may be
+// published here. The Gate calls it, concurrently, for every publish.
+type Claimer interface {
+	// Claim decides a publish of stream; for ClaimRefuse, node names the
+	// origin that publishes it.
+	Claim(stream string) (c Claim, node string)
+	// ReleaseReplica stops this node's replica of stream, which it then
+	// publishes itself (ClaimTakeOver). It returns once the replica no
+	// longer writes the stream.
+	ReleaseReplica(stream string) error
+}
 
 // bitrateWindow is how long the bitrate is averaged over.
 const bitrateWindow = 5 * time.Second
@@ -53,8 +83,11 @@ type Gate struct {
 	// Takeover lets a new publisher replace a live one instead of being
 	// refused.
 	Takeover bool
-	Limits   Limits
-	Logger   *slog.Logger
+	// Mesh, if set, is asked whether a stream may be published here: in a
+	// mesh one origin publishes a name, and its standby holds a copy.
+	Mesh   Claimer
+	Limits Limits
+	Logger *slog.Logger
 	// Now is the clock for bitrate limits (default time.Now).
 	Now func() time.Time
 
@@ -133,6 +166,8 @@ func (g *Gate) countRefusal(proto string, err error) {
 		reason = "too_many_streams"
 	case errors.Is(err, relay.ErrBadStreamName):
 		reason = "bad_name"
+	case errors.Is(err, ErrLiveElsewhere):
+		reason = "live_elsewhere"
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -175,6 +210,20 @@ func (g *Gate) admit(req Request) (*Session, error) {
 	if maxStreams <= 0 {
 		maxStreams = DefaultMaxStreams
 	}
+	// The mesh is asked before the gate locks: it looks at the gate too.
+	claim := ClaimPublish
+	if g.Mesh != nil {
+		var node string
+		if claim, node = g.Mesh.Claim(req.Stream); claim == ClaimRefuse {
+			return nil, fmt.Errorf("publish %q: %w %q: publish there, or start this origin with --standby-for %s",
+				req.Stream, ErrLiveElsewhere, node, node)
+		}
+		if claim == ClaimTakeOver {
+			if err := g.Mesh.ReleaseReplica(req.Stream); err != nil {
+				return nil, fmt.Errorf("publish %q: take over from the replica: %w", req.Stream, err)
+			}
+		}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.sessions == nil {
@@ -185,9 +234,15 @@ func (g *Gate) admit(req Request) (*Session, error) {
 	}
 	var pub *relay.Publication
 	var err error
-	if g.Takeover {
+	switch {
+	case claim == ClaimHold:
+		if old := g.sessions[req.Stream]; old != nil && !g.Takeover {
+			return nil, fmt.Errorf("publish %q: %w", req.Stream, relay.ErrStreamBusy)
+		}
+		pub = relay.Shadow(req.Stream, g.Packager.PartTarget, relay.Window{})
+	case g.Takeover:
 		pub, err = g.Registry.Takeover(req.Stream)
-	} else {
+	default:
 		pub, err = g.Registry.Publish(req.Stream)
 	}
 	if err != nil {
@@ -203,6 +258,7 @@ func (g *Gate) admit(req Request) (*Session, error) {
 	}
 	s := &Session{
 		Stream: req.Stream,
+		held:   claim == ClaimHold,
 		proto:  req.Proto,
 		Log:    log.With("stream", req.Stream, "proto", req.Proto, "peer", req.Peer),
 		g:      g,
@@ -253,9 +309,10 @@ type Session struct {
 	Log *slog.Logger
 
 	g     *Gate
-	pub   *relay.Publication
+	pub   *relay.Publication // a Shadow while held
 	now   func() time.Time
 	proto string
+	held  bool // packaged aside: this node is the stream's standby
 
 	bytes, frames, dropped atomic.Int64
 
@@ -276,6 +333,96 @@ type Session struct {
 // Resumed reports whether the stream had an earlier publisher whose window
 // is still held, so this one continues after a discontinuity.
 func (s *Session) Resumed() bool { return s.pub.Resumed }
+
+// Held reports whether the session is held aside: this origin is the
+// stream's standby and packages the encoder without serving it.
+func (s *Session) Held() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}
+
+// HeldStreams lists the streams whose sessions are held.
+func (g *Gate) HeldStreams() []string {
+	g.mu.Lock()
+	sessions := make([]*Session, 0, len(g.sessions))
+	for _, s := range g.sessions {
+		sessions = append(sessions, s)
+	}
+	g.mu.Unlock()
+	var out []string
+	for _, s := range sessions {
+		if s.Held() {
+			out = append(out, s.Stream)
+		}
+	}
+	return out
+}
+
+// Held returns the held session of stream, or nil.
+func (g *Gate) Held(stream string) *Session {
+	g.mu.Lock()
+	s := g.sessions[stream]
+	g.mu.Unlock()
+	if s == nil || !s.Held() {
+		return nil
+	}
+	return s
+}
+
+// Promote makes a held session the stream's publisher: it continues pub,
+// the publication of this node's replica of the stream, from what it has
+// packaged aside. The carried-over media starts with the newest segment
+// that began at or before since (where the replica's media ends), so that
+// nothing between the two is missing: viewers may see up to a GOP again,
+// after a discontinuity, rather than a gap.
+func (s *Session) Promote(pub *relay.Publication, since time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.held {
+		return errors.New("promote: the session is not held")
+	}
+	shadow := s.pub
+	snap := shadow.Stream.Snapshot()
+	from := 0
+	for i, seg := range snap.Segments {
+		if !seg.Start.After(since) {
+			from = i
+		}
+	}
+	inits := map[*relay.Init]*relay.Init{} // the shadow's, renamed in pub's stream
+	rename := func(in *relay.Init) *relay.Init {
+		if in == nil {
+			return nil
+		}
+		if out := inits[in]; out != nil {
+			return out
+		}
+		out := *in
+		out.ID = pub.NewInitID()
+		inits[in] = &out
+		return &out
+	}
+	for i, seg := range snap.Segments[from:] {
+		pub.Cut(nil, &relay.SegmentHeader{Start: seg.Start, Discontinuity: i == 0 || seg.Discontinuity, Init: rename(seg.Init)})
+		for _, p := range seg.Parts {
+			pub.Cut(&relay.Part{Duration: p.Duration, Independent: p.Independent, Data: p.Data}, nil)
+		}
+	}
+	if s.pk != nil {
+		s.pk.retarget(pub, rename(s.pk.Init()))
+	}
+	s.pub, s.held = pub, false
+	shadow.Close()
+	go func() {
+		select {
+		case <-pub.Done():
+			s.end(ErrTakenOver)
+		case <-s.done:
+		}
+	}()
+	return nil
+}
 
 // Done is closed when the publisher should be disconnected: it was taken
 // over, it broke a limit, or Close was called. Err says why.

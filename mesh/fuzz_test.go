@@ -46,7 +46,7 @@ func FuzzDecodeMeta(f *testing.F) {
 }
 
 func FuzzDecodeStreams(f *testing.F) {
-	f.Add(encodeStreams(streamEntry{Node: "n", Seq: 7, Streams: []StreamLoad{{"a", 1}, {"b", 300}}}))
+	f.Add(encodeStreams(streamEntry{Node: "n", Seq: 7, Streams: []StreamLoad{{Name: "a", Viewers: 1}, {Name: "b", Viewers: 300}}}))
 	f.Add(encodeStreams(streamEntry{}))
 	f.Add([]byte{1, kindStreams, 1, 'n', 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -66,7 +66,7 @@ func FuzzDecodeStreams(f *testing.F) {
 }
 
 func FuzzDecodeState(f *testing.F) {
-	f.Add(encodeState([]streamEntry{{Node: "a", Seq: 1, Streams: []StreamLoad{{"s", 2}}}, {Node: "b", Seq: 2}}))
+	f.Add(encodeState([]streamEntry{{Node: "a", Seq: 1, Streams: []StreamLoad{{Name: "s", Viewers: 2}}}, {Node: "b", Seq: 2}}))
 	f.Add(encodeState(nil))
 	f.Add([]byte{1, kindState, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -106,8 +106,8 @@ func FuzzDecodeCoord(f *testing.F) {
 // takes network input, on a Mesh that knows one peer, and checks the Mesh
 // still answers queries.
 func FuzzDelegate(f *testing.F) {
-	f.Add(encodeStreams(streamEntry{Node: "p", Seq: 1, Streams: []StreamLoad{{"s", 1}}}))
-	f.Add(encodeState([]streamEntry{{Node: "p", Seq: 2, Streams: []StreamLoad{{"s", 1}}}}))
+	f.Add(encodeStreams(streamEntry{Node: "p", Seq: 1, Streams: []StreamLoad{{Name: "s", Viewers: 1}}}))
+	f.Add(encodeState([]streamEntry{{Node: "p", Seq: 2, Streams: []StreamLoad{{Name: "s", Viewers: 1}}}}))
 	f.Add(encodeCoord(coordinate.NewCoordinate(coordinate.DefaultConfig())))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		viv, err := coordinate.NewClient(coordinate.DefaultConfig())

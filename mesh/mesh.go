@@ -45,22 +45,28 @@ const (
 type StreamLoad struct {
 	Name    string `json:"name"`
 	Viewers int    `json:"viewers"`
+	// Origin: an encoder publishes it here: this node is its primary.
+	Origin bool `json:"origin,omitempty"`
+	// Standby: this node keeps it ready to take over (a standby origin).
+	Standby bool `json:"standby,omitempty"`
 }
 
 // NodeState is what a node gossips about itself.
 type NodeState struct {
-	Name      string       `json:"name"`
-	Region    string       `json:"region,omitempty"`
-	Role      Role         `json:"role"`
-	State     State        `json:"state"`
-	HTTPAddr  string       `json:"http_addr,omitempty"`  // host:port others dial
-	RelayAddr string       `json:"relay_addr,omitempty"` // host:port others dial
-	PublicURL string       `json:"public_url,omitempty"` // how viewers reach it, e.g. https://edge-paris.example.com
-	Viewers   int          `json:"viewers"`
-	EgressBps int64        `json:"egress_bps"`
-	CPU       float64      `json:"cpu"`      // 0..1 of the machine
-	Capacity  int          `json:"capacity"` // viewers it is meant to hold; 0 = unlimited
-	Streams   []StreamLoad `json:"streams"`
+	Name      string `json:"name"`
+	Region    string `json:"region,omitempty"`
+	Role      Role   `json:"role"`
+	State     State  `json:"state"`
+	HTTPAddr  string `json:"http_addr,omitempty"`  // host:port others dial
+	RelayAddr string `json:"relay_addr,omitempty"` // host:port others dial
+	PublicURL string `json:"public_url,omitempty"` // how viewers reach it, e.g. https://edge-paris.example.com
+	// StandbyFor names the origin this one stands by for (--standby-for).
+	StandbyFor string       `json:"standby_for,omitempty"`
+	Viewers    int          `json:"viewers"`
+	EgressBps  int64        `json:"egress_bps"`
+	CPU        float64      `json:"cpu"`      // 0..1 of the machine
+	Capacity   int          `json:"capacity"` // viewers it is meant to hold; 0 = unlimited
+	Streams    []StreamLoad `json:"streams"`
 	// Local to this node, not gossiped:
 	Coord *coordinate.Coordinate `json:"coord,omitempty"` // Vivaldi, nil until known
 	// Heard is when this node last received the node's gossiped fields;
@@ -567,7 +573,7 @@ func (m *Mesh) tick(now time.Time) {
 func sameIdentity(a, b NodeState) bool {
 	return a.Role == b.Role && a.State == b.State && a.Region == b.Region &&
 		a.HTTPAddr == b.HTTPAddr && a.RelayAddr == b.RelayAddr && a.PublicURL == b.PublicURL &&
-		a.Capacity == b.Capacity
+		a.StandbyFor == b.StandbyFor && a.Capacity == b.Capacity
 }
 
 func sameNames(a, b []StreamLoad) bool {

@@ -137,7 +137,7 @@ func TestMeshConvergesGossipsAndForgets(t *testing.T) {
 			Name: "ignored", Role: RoleOrigin, State: StateReady, Region: "eu-west",
 			HTTPAddr: "127.0.0.1:8080", RelayAddr: "127.0.0.1:7947",
 			Viewers: 12, EgressBps: 4_000_000, CPU: 0.25, Capacity: 500,
-			Streams: []StreamLoad{{"shop", 12}},
+			Streams: []StreamLoad{{Name: "shop", Viewers: 12}},
 		}
 	})
 	seesA := func(n *testNode, viewers int, streams []StreamLoad) func() bool {
@@ -149,7 +149,7 @@ func TestMeshConvergesGossipsAndForgets(t *testing.T) {
 		}
 	}
 	for _, n := range []*testNode{b, c} {
-		took := eventually(t, n.LocalName()+" sees a's state", seesA(n, 12, []StreamLoad{{"shop", 12}}))
+		took := eventually(t, n.LocalName()+" sees a's state", seesA(n, 12, []StreamLoad{{Name: "shop", Viewers: 12}}))
 		t.Logf("%s saw a's new state after %v", n.LocalName(), took)
 		if h := names(n.Holders("shop")); !slices.Equal(h, []string{"a"}) {
 			t.Errorf("%s: Holders(shop) = %v, want [a]", n.LocalName(), h)
@@ -160,7 +160,9 @@ func TestMeshConvergesGossipsAndForgets(t *testing.T) {
 	}
 
 	// A new stream goes out at the next tick.
-	a.local.set(func(s *NodeState) { s.Streams = []StreamLoad{{"shop", 12}, {"auction", 0}} })
+	a.local.set(func(s *NodeState) {
+		s.Streams = []StreamLoad{{Name: "shop", Viewers: 12}, {Name: "auction", Viewers: 0}}
+	})
 	for _, n := range []*testNode{b, c} {
 		took := eventually(t, n.LocalName()+" sees a hold auction", func() bool {
 			return slices.Equal(names(n.Holders("auction")), []string{"a"})
@@ -170,16 +172,16 @@ func TestMeshConvergesGossipsAndForgets(t *testing.T) {
 	// Load-only changes go out at most once a second.
 	a.local.set(func(s *NodeState) {
 		s.Viewers = 40
-		s.Streams = []StreamLoad{{"shop", 30}, {"auction", 10}}
+		s.Streams = []StreamLoad{{Name: "shop", Viewers: 30}, {Name: "auction", Viewers: 10}}
 	})
-	want := []StreamLoad{{"auction", 10}, {"shop", 30}} // sorted by name
+	want := []StreamLoad{{Name: "auction", Viewers: 10}, {Name: "shop", Viewers: 30}} // sorted by name
 	for _, n := range []*testNode{b, c} {
 		took := eventually(t, n.LocalName()+" sees a's new load", seesA(n, 40, want))
 		t.Logf("%s saw a's load change after %v", n.LocalName(), took)
 	}
 
 	// Holders excludes self.
-	b.local.set(func(s *NodeState) { s.State = StateReady; s.Streams = []StreamLoad{{"shop", 1}} })
+	b.local.set(func(s *NodeState) { s.State = StateReady; s.Streams = []StreamLoad{{Name: "shop", Viewers: 1}} })
 	eventually(t, "c sees a and b hold shop", func() bool {
 		return slices.Equal(names(c.Holders("shop")), []string{"a", "b"})
 	})
@@ -210,8 +212,8 @@ func TestMeshConvergesGossipsAndForgets(t *testing.T) {
 func TestJoinerLearnsStreamsDuringJoin(t *testing.T) {
 	t.Parallel()
 	a, b := startNode(t, "a", "k"), startNode(t, "b", "k")
-	a.local.set(func(s *NodeState) { s.Streams = []StreamLoad{{"live", 5}} })
-	b.local.set(func(s *NodeState) { s.Streams = []StreamLoad{{"other", 1}} })
+	a.local.set(func(s *NodeState) { s.Streams = []StreamLoad{{Name: "live", Viewers: 5}} })
+	b.local.set(func(s *NodeState) { s.Streams = []StreamLoad{{Name: "other", Viewers: 1}} })
 	time.Sleep(2 * tickInterval) // let both publish their lists locally
 	join(t, b, a)
 	// No waiting: the join's push/pull carried a's list to b and b's to a.
@@ -240,7 +242,7 @@ func TestLongStreamListByPushPull(t *testing.T) {
 	join(t, b, a)
 	var many []StreamLoad
 	for i := range 200 {
-		many = append(many, StreamLoad{fmt.Sprintf("stream-with-a-long-name-%03d", i), i})
+		many = append(many, StreamLoad{Name: fmt.Sprintf("stream-with-a-long-name-%03d", i), Viewers: i})
 	}
 	if n := len(encodeStreams(streamEntry{Node: "a", Seq: 1, Streams: many})); n <= maxBroadcast {
 		t.Fatalf("test list is %d bytes, want > %d", n, maxBroadcast)

@@ -16,16 +16,18 @@ import (
 // is left, never allocate more than the input can describe, and never panic.
 //
 //	meta    = version role:u8 state:u8 capacity:uv viewers:uv egress:uv cpu:u16be
-//	          region:str http:str relay:str [public:str [ignored trailing bytes]]
+//	          region:str http:str relay:str public:str standbyFor:str
+//	          [ignored trailing bytes]
 //	streams = version kindStreams entry                 (UDP broadcast)
 //	state   = version kindState count:uv entry*count    (TCP push/pull)
-//	entry   = node:str seq:uv count:uv (name:str viewers:uv)*count
+//	entry   = node:str seq:uv count:uv (name:str viewers:uv flags:u8)*count
+//	flags   = bit 0: published here (origin), bit 1: held here as a standby
 //	coord   = version dims:u8 vec:f64be*dims error:f64be adjustment:f64be height:f64be
 //	str     = len:uv bytes
 //
 // uv is an unsigned varint (encoding/binary).
 const (
-	wireVersion = 1
+	wireVersion = 2
 
 	kindStreams = 1
 	kindState   = 2
@@ -140,10 +142,12 @@ func cpuUnits(cpu float64) uint16 {
 
 // metaClip says which fields encodeMeta had to shorten or drop.
 type metaClip struct {
-	Region, HTTPAddr, RelayAddr, PublicURL bool
+	Region, HTTPAddr, RelayAddr, PublicURL, StandbyFor bool
 }
 
-func (c metaClip) any() bool { return c.Region || c.HTTPAddr || c.RelayAddr || c.PublicURL }
+func (c metaClip) any() bool {
+	return c.Region || c.HTTPAddr || c.RelayAddr || c.PublicURL || c.StandbyFor
+}
 
 // encodeMeta encodes the small fixed fields of s into at most limit bytes
 // (and never more than metaLimit). Strings longer than maxFieldLen are cut.
@@ -158,7 +162,7 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 	}
 	var clip metaClip
 	region := clipUTF8(s.Region, maxFieldLen)
-	httpAddr, relayAddr, public := s.HTTPAddr, s.RelayAddr, s.PublicURL
+	httpAddr, relayAddr, public, standbyFor := s.HTTPAddr, s.RelayAddr, s.PublicURL, s.StandbyFor
 	clip.Region = len(region) != len(s.Region)
 	if len(httpAddr) > maxFieldLen {
 		httpAddr, clip.HTTPAddr = "", true
@@ -169,8 +173,11 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 	if len(public) > maxFieldLen {
 		public, clip.PublicURL = "", true
 	}
+	if len(standbyFor) > maxFieldLen {
+		standbyFor, clip.StandbyFor = "", true
+	}
 
-	b := make([]byte, 0, 64+len(region)+len(httpAddr)+len(relayAddr)+len(public))
+	b := make([]byte, 0, 64+len(region)+len(httpAddr)+len(relayAddr)+len(public)+len(standbyFor))
 	b = append(b, wireVersion, roleCode(s.Role), stateCode(s.State))
 	b = binary.AppendUvarint(b, nonNeg(int64(s.Capacity)))
 	b = binary.AppendUvarint(b, nonNeg(int64(s.Viewers)))
@@ -178,7 +185,7 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 	b = binary.BigEndian.AppendUint16(b, cpuUnits(s.CPU))
 
 	size := func(str string) int { return uvarintLen(uint64(len(str))) + len(str) }
-	need := len(b) + size(region) + size(httpAddr) + size(relayAddr) + size(public)
+	need := len(b) + size(region) + size(httpAddr) + size(relayAddr) + size(public) + size(standbyFor)
 	if over := need - limit; over > 0 {
 		keep := len(region) - over
 		if keep < 0 {
@@ -187,11 +194,15 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 		// The length prefix may shrink too; that only frees space.
 		region = clipUTF8(region, keep)
 		clip.Region = true
-		need = len(b) + size(region) + size(httpAddr) + size(relayAddr) + size(public)
+		need = len(b) + size(region) + size(httpAddr) + size(relayAddr) + size(public) + size(standbyFor)
 	}
 	if need > limit && public != "" {
 		need -= size(public) - size("")
 		public, clip.PublicURL = "", true
+	}
+	if need > limit && standbyFor != "" {
+		need -= size(standbyFor) - size("")
+		standbyFor, clip.StandbyFor = "", true
 	}
 	if need > limit {
 		need -= size(relayAddr) - size("")
@@ -204,10 +215,11 @@ func encodeMeta(s NodeState, limit int) ([]byte, metaClip) {
 	b = appendString(b, httpAddr)
 	b = appendString(b, relayAddr)
 	b = appendString(b, public)
+	b = appendString(b, standbyFor)
 	if len(b) > limit {
 		// Only reachable with an absurdly small limit: send nothing rather
 		// than something memberlist would refuse.
-		return nil, metaClip{true, true, true, true}
+		return nil, metaClip{true, true, true, true, true}
 	}
 	return b, clip
 }
@@ -228,10 +240,8 @@ func decodeMeta(b []byte) (NodeState, error) {
 	region := r.string(maxFieldLen)
 	httpAddr := r.string(maxFieldLen)
 	relayAddr := r.string(maxFieldLen)
-	var public string
-	if r.err == nil && len(r.b) > 0 { // a node of an earlier release sends none
-		public = r.string(maxFieldLen)
-	}
+	public := r.string(maxFieldLen)
+	standbyFor := r.string(maxFieldLen)
 	if r.err != nil {
 		return s, fmt.Errorf("meta: %w", r.err)
 	}
@@ -247,7 +257,7 @@ func decodeMeta(b []byte) (NodeState, error) {
 	}
 	s.Capacity, s.Viewers, s.EgressBps = capacity, viewers, int64(egress)
 	s.CPU = float64(cpu) / 10000
-	s.Region, s.HTTPAddr, s.RelayAddr, s.PublicURL = region, httpAddr, relayAddr, public
+	s.Region, s.HTTPAddr, s.RelayAddr, s.PublicURL, s.StandbyFor = region, httpAddr, relayAddr, public, standbyFor
 	return s, nil
 }
 
@@ -266,15 +276,29 @@ func appendEntry(b []byte, e streamEntry) []byte {
 	for _, s := range e.Streams {
 		b = appendString(b, s.Name)
 		b = binary.AppendUvarint(b, nonNeg(int64(s.Viewers)))
+		var flags byte
+		if s.Origin {
+			flags |= flagOrigin
+		}
+		if s.Standby {
+			flags |= flagStandby
+		}
+		b = append(b, flags)
 	}
 	return b
 }
+
+// Stream flags.
+const (
+	flagOrigin  = 1 << 0
+	flagStandby = 1 << 1
+)
 
 func (r *reader) entry() streamEntry {
 	var e streamEntry
 	e.Node = r.string(maxNodeName)
 	e.Seq = r.uvarint()
-	n := r.count(2) // a stream is at least two bytes: empty name, viewers
+	n := r.count(3) // a stream is at least three bytes: empty name, viewers, flags
 	if r.err != nil {
 		return e
 	}
@@ -284,10 +308,15 @@ func (r *reader) entry() streamEntry {
 	for range n {
 		name := r.string(maxStreamName)
 		viewers := r.int()
+		flags := r.byte()
+		if r.err == nil && flags&^(flagOrigin|flagStandby) != 0 {
+			r.fail(fmt.Errorf("stream flags %#x: %w", flags, errRange))
+		}
 		if r.err != nil {
 			return e
 		}
-		e.Streams = append(e.Streams, StreamLoad{Name: name, Viewers: viewers})
+		e.Streams = append(e.Streams, StreamLoad{Name: name, Viewers: viewers,
+			Origin: flags&flagOrigin != 0, Standby: flags&flagStandby != 0})
 	}
 	return e
 }

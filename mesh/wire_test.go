@@ -16,7 +16,7 @@ func TestMetaRoundTrip(t *testing.T) {
 		Name: "ignored", Region: "eu-west", Role: RoleEdge, State: StateDraining,
 		HTTPAddr: "10.0.0.5:8080", RelayAddr: "10.0.0.5:7947", PublicURL: "https://e1.example",
 		Viewers: 18234, EgressBps: 9_500_000_000, CPU: 0.4321, Capacity: 20000,
-		Streams: []StreamLoad{{"a", 1}},
+		Streams: []StreamLoad{{Name: "a", Viewers: 1}},
 	}
 	b, clip := encodeMeta(in, memberlist.MetaMaxSize)
 	if clip.any() {
@@ -34,11 +34,10 @@ func TestMetaRoundTrip(t *testing.T) {
 	if len(b) > 96 {
 		t.Errorf("typical meta is %d bytes, want it small", len(b))
 	}
-	// A node of an earlier release sends no public URL.
-	old, _ := encodeMeta(NodeState{Role: RoleEdge, HTTPAddr: "a:1"}, metaLimit)
-	got, err = decodeMeta(old[:len(old)-1])
-	if err != nil || got.HTTPAddr != "a:1" || got.PublicURL != "" {
-		t.Errorf("meta without a public URL: %+v, %v", got, err)
+	in.StandbyFor = "origin-a"
+	b, _ = encodeMeta(in, metaLimit)
+	if got, err = decodeMeta(b); err != nil || got.StandbyFor != "origin-a" {
+		t.Errorf("standby-for: %+v, %v", got, err)
 	}
 }
 
@@ -161,14 +160,14 @@ func TestMetaRejects(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"empty":        nil,
 		"version 0":    append([]byte{0}, good[1:]...),
-		"version 2":    append([]byte{2}, good[1:]...),
+		"next version": append([]byte{wireVersion + 1}, good[1:]...),
 		"truncated":    good[:len(good)-1],
-		"bad role":     append([]byte{1, 9}, good[2:]...),
-		"bad state":    append([]byte{1, 1, 9}, good[3:]...),
-		"cpu > 1":      {1, 1, 1, 0, 0, 0, 0xff, 0xff, 0, 0, 0},
-		"huge string":  {1, 1, 1, 0, 0, 0, 0, 0, 0xff, 0x01},
-		"varint ovfl":  {1, 1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
-		"int overflow": {1, 1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"bad role":     append([]byte{wireVersion, 9}, good[2:]...),
+		"bad state":    append([]byte{wireVersion, 1, 9}, good[3:]...),
+		"cpu > 1":      {wireVersion, 1, 1, 0, 0, 0, 0xff, 0xff, 0, 0, 0},
+		"huge string":  {wireVersion, 1, 1, 0, 0, 0, 0, 0, 0xff, 0x01},
+		"varint ovfl":  {wireVersion, 1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"int overflow": {wireVersion, 1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 	} {
 		if _, err := decodeMeta(b); err == nil {
 			t.Errorf("%s: decoded without error", name)
@@ -181,7 +180,7 @@ func TestMetaRejects(t *testing.T) {
 }
 
 func TestStreamsRoundTrip(t *testing.T) {
-	e := streamEntry{Node: "edge-1", Seq: 1<<63 + 5, Streams: []StreamLoad{{"shop", 1200}, {"", 0}, {"x/y", 1}}}
+	e := streamEntry{Node: "edge-1", Seq: 1<<63 + 5, Streams: []StreamLoad{{Name: "shop", Viewers: 1200}, {Name: "", Viewers: 0}, {Name: "x/y", Viewers: 1}}}
 	got, err := decodeStreams(encodeStreams(e))
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +193,7 @@ func TestStreamsRoundTrip(t *testing.T) {
 		t.Fatalf("empty list: got %+v, %v", got, err)
 	}
 
-	state := []streamEntry{e, empty, {Node: "o", Seq: 9, Streams: []StreamLoad{{"shop", 0}}}}
+	state := []streamEntry{e, empty, {Node: "o", Seq: 9, Streams: []StreamLoad{{Name: "shop", Viewers: 0}}}}
 	gotState, err := decodeState(encodeState(state))
 	if err != nil {
 		t.Fatal(err)
@@ -205,16 +204,16 @@ func TestStreamsRoundTrip(t *testing.T) {
 }
 
 func TestStreamsRejects(t *testing.T) {
-	msg := encodeStreams(streamEntry{Node: "n", Seq: 1, Streams: []StreamLoad{{"s", 1}}})
+	msg := encodeStreams(streamEntry{Node: "n", Seq: 1, Streams: []StreamLoad{{Name: "s", Viewers: 1}}})
 	state := encodeState([]streamEntry{{Node: "n", Seq: 1}})
 	for name, b := range map[string][]byte{
 		"empty":              nil,
-		"version 2":          append([]byte{2}, msg[1:]...),
+		"next version":       append([]byte{wireVersion + 1}, msg[1:]...),
 		"state as streams":   state,
 		"truncated":          msg[:len(msg)-1],
 		"trailing":           append(msg, 0),
-		"count beyond input": {1, kindStreams, 1, 'n', 1, 0xff, 0xff, 0xff, 0xff, 0x0f},
-		"long node name":     append([]byte{1, kindStreams, 0x80, 0x02}, make([]byte, 256)...),
+		"count beyond input": {wireVersion, kindStreams, 1, 'n', 1, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"long node name":     append([]byte{wireVersion, kindStreams, 0x80, 0x02}, make([]byte, 256)...),
 	} {
 		if _, err := decodeStreams(b); err == nil {
 			t.Errorf("%s: decoded without error", name)
@@ -222,7 +221,7 @@ func TestStreamsRejects(t *testing.T) {
 	}
 	for name, b := range map[string][]byte{
 		"streams as state":   msg,
-		"count beyond input": {1, kindState, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3},
+		"count beyond input": {wireVersion, kindState, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3},
 		"truncated":          state[:len(state)-1],
 	} {
 		if _, err := decodeState(b); err == nil {
@@ -248,10 +247,10 @@ func TestCoordRoundTrip(t *testing.T) {
 	}
 	for name, b := range map[string][]byte{
 		"empty":      nil,
-		"version":    append([]byte{2}, encodeCoord(c)[1:]...),
+		"version":    append([]byte{wireVersion + 1}, encodeCoord(c)[1:]...),
 		"truncated":  encodeCoord(c)[:20],
 		"trailing":   append(encodeCoord(c), 0),
-		"zero dims":  {1, 0, 1, 2, 3},
+		"zero dims":  {wireVersion, 0, 1, 2, 3},
 		"NaN":        bad(func(c *coordinate.Coordinate) { c.Vec[3] = math.NaN() }),
 		"Inf":        bad(func(c *coordinate.Coordinate) { c.Height = math.Inf(1) }),
 		"huge":       bad(func(c *coordinate.Coordinate) { c.Vec[1] = 1e9 }),
@@ -276,5 +275,20 @@ func TestClipUTF8(t *testing.T) {
 		if got := clipUTF8(tc.s, tc.n); got != tc.want {
 			t.Errorf("clipUTF8(%q, %d) = %q, want %q", tc.s, tc.n, got, tc.want)
 		}
+	}
+}
+
+func TestStreamFlags(t *testing.T) {
+	in := streamEntry{Node: "o", Seq: 3, Streams: []StreamLoad{
+		{Name: "show", Viewers: 2, Origin: true}, {Name: "other", Standby: true}, {Name: "relayed", Viewers: 9},
+	}}
+	got, err := decodeStreams(encodeStreams(in))
+	if err != nil || !reflect.DeepEqual(got, in) {
+		t.Fatalf("decode(encode(%+v)) = %+v, %v", in, got, err)
+	}
+	bad := encodeStreams(streamEntry{Node: "o", Seq: 1, Streams: []StreamLoad{{Name: "s"}}})
+	bad[len(bad)-1] = 0x80
+	if _, err := decodeStreams(bad); err == nil {
+		t.Error("unknown stream flags decoded without error")
 	}
 }

@@ -284,11 +284,23 @@ func (r *Registry) publish(name string, takeover, replica bool) (*Publication, e
 	return p, nil
 }
 
+// Shadow returns a publication of a stream no registry holds, so nobody
+// reads it but its owner: a standby origin packages the encoder it holds
+// into one, ready to continue the primary's playlist from it.
+func Shadow(name string, partTarget time.Duration, w Window) *Publication {
+	e := &entry{stream: NewStream(name, partTarget+PartSlack, w), published: true, gen: 1}
+	return &Publication{Stream: e.stream, Generation: 1, e: e, done: make(chan struct{})}
+}
+
 // Close ends the publication. The stream stays servable for the grace
 // period and is then removed unless a new publisher arrived.
 func (p *Publication) Close() {
 	p.once.Do(func() {
 		r := p.r
+		if r == nil { // a Shadow
+			p.Stream.EndPublish()
+			return
+		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		e := r.streams[p.Stream.Name]

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/relaymesh/relaymesh/ingest/standby"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/relay/peer"
 	"github.com/relaymesh/relaymesh/relay/peertls"
@@ -31,6 +32,7 @@ type cluster struct {
 	puller  *peer.Puller
 	parents []string
 	prewarm int
+	standby *standby.Keeper // origins only
 	join    []string
 
 	rateMu   sync.Mutex
@@ -152,6 +154,13 @@ func newCluster(n *node) (*cluster, error) {
 		c.ep.Serve(canceled()) // releases the socket
 		return nil, fmt.Errorf("--mesh %s: %w", f.Mesh, err)
 	}
+	if n.role == mesh.RoleOrigin {
+		c.standby = &standby.Keeper{
+			Self: f.NodeName, StandbyFor: f.StandbyFor, Mesh: originsView{c}, Gate: n.gate,
+			Registry: n.registry, Replicas: replicas{c}, Logger: n.log,
+		}
+		n.gate.Mesh = c.standby
+	}
 	c.puller = peer.NewPuller(peer.PullerConfig{
 		Endpoint: c.ep, Registry: n.registry, Directory: directory{c}, Logger: n.log,
 		Idle: f.Idle, Grace: f.Grace, Viewers: n.hls.ViewersOf, OnSwitch: n.metrics.onSwitch,
@@ -180,7 +189,24 @@ func canceled() context.Context {
 type directory struct{ c *cluster }
 
 func (d directory) Upstreams(stream string) []peer.Upstream {
-	ranked := mesh.Rank(d.c.mesh.Holders(stream), d.c.parents, d.c.mesh.RTT)
+	holders := d.c.mesh.Holders(stream)
+	if d.c.standby != nil && d.c.standby.Standby(stream) {
+		// A standby copies the primary itself: it must be at least as far
+		// along as every other copy, to continue the playlist from it.
+		for _, n := range holders {
+			if flags(n, stream).Origin && n.RelayAddr != "" {
+				return []peer.Upstream{{Name: n.Name, Addr: n.RelayAddr}}
+			}
+		}
+		return nil
+	}
+	ranked := mesh.Rank(holders, d.c.parents, d.c.mesh.RTT)
+	// Everyone else copies the standby of a stream that has one, so that
+	// the standby is ahead of every edge when it takes the stream over, and
+	// the edges' subscriptions carry on through the takeover.
+	slices.SortStableFunc(ranked, func(a, b mesh.NodeState) int {
+		return cmp.Compare(btoi(!flags(a, stream).Standby), btoi(!flags(b, stream).Standby))
+	})
 	ups := make([]peer.Upstream, 0, len(ranked)+len(d.c.parents))
 	for _, name := range d.c.parents {
 		if slices.ContainsFunc(ranked, func(n mesh.NodeState) bool { return n.Name == name }) {
@@ -216,6 +242,7 @@ func (c *cluster) local(n *node, relayAddr, httpAddr string) mesh.NodeState {
 	s := mesh.NodeState{
 		Role: n.role, State: n.state.Load().(mesh.State), Region: n.flags.Region,
 		HTTPAddr: httpAddr, RelayAddr: relayAddr, PublicURL: n.publicURL, Capacity: n.flags.capacity(),
+		StandbyFor: n.flags.StandbyFor,
 	}
 	for _, v := range viewers {
 		s.Viewers += v
@@ -227,7 +254,11 @@ func (c *cluster) local(n *node, relayAddr, httpAddr string) mesh.NodeState {
 		if st == nil || !st.Snapshot().Live {
 			continue
 		}
-		s.Streams = append(s.Streams, mesh.StreamLoad{Name: name, Viewers: viewers[name]})
+		l := mesh.StreamLoad{Name: name, Viewers: viewers[name]}
+		// An encoder publishes it here: a local stream with a publisher.
+		l.Origin = n.registry.Local(name) && n.registry.HasPublisher(name)
+		l.Standby = c.standby != nil && c.standby.Standby(name)
+		s.Streams = append(s.Streams, l)
 	}
 	// An on-demand pull is offered before it runs: a subscriber wakes it.
 	for _, p := range n.pulls {
@@ -266,10 +297,17 @@ func (c *cluster) load(n *node) (int64, float64) {
 // run joins the mesh, pre-warms the most watched streams, reports ready
 // and serves until ctx ends.
 func (c *cluster) run(ctx context.Context, n *node) error {
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- c.ep.Serve(ctx) }()
 	go func() { errc <- c.puller.Run(ctx) }()
 	go func() { errc <- c.mesh.Run(ctx) }()
+	go func() {
+		if c.standby == nil {
+			errc <- nil
+			return
+		}
+		errc <- c.standby.Run(ctx)
+	}()
 	if len(c.join) > 0 {
 		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		joined, err := c.mesh.Join(jctx, c.join)
@@ -290,7 +328,7 @@ func (c *cluster) run(ctx context.Context, n *node) error {
 	}
 	<-ctx.Done()
 	var errs []error
-	for range 3 {
+	for range 4 {
 		if err := <-errc; err != nil {
 			errs = append(errs, err)
 		}
@@ -380,4 +418,46 @@ func hostname() string {
 		return "relaymesh-" + strconv.Itoa(os.Getpid())
 	}
 	return h
+}
+
+// originsView is the mesh as a standby Keeper reads it.
+type originsView struct{ c *cluster }
+
+func (v originsView) Origins() []standby.Origin {
+	var out []standby.Origin
+	self := v.c.mesh.LocalName()
+	for _, n := range v.c.mesh.Nodes() {
+		if n.Role != mesh.RoleOrigin || n.Name == self {
+			continue
+		}
+		o := standby.Origin{Name: n.Name, StandbyFor: n.StandbyFor}
+		for _, s := range n.Streams {
+			if s.Origin {
+				o.Publishes = append(o.Publishes, s.Name)
+			}
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// replicas keeps a standby's hot replicas with the node's puller.
+type replicas struct{ c *cluster }
+
+func (r replicas) Keep(stream string) bool { return r.c.puller.Keep(stream) }
+
+func (r replicas) Release(ctx context.Context, stream string) error {
+	return r.c.puller.Release(ctx, stream)
+}
+
+func (r replicas) Cut(stream string) time.Duration { return r.c.puller.Cut(stream) }
+
+// flags returns what n gossips about stream.
+func flags(n mesh.NodeState, stream string) mesh.StreamLoad {
+	for _, s := range n.Streams {
+		if s.Name == stream {
+			return s
+		}
+	}
+	return mesh.StreamLoad{}
 }

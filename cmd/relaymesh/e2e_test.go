@@ -399,10 +399,11 @@ func TestPublisherReconnect(t *testing.T) {
 	o.waitLog(t, 15*time.Second, "rtmp publisher stopped", func(l string) bool {
 		return strings.Contains(l, "rtmp publisher stopped") && strings.Contains(l, "stream=test")
 	})
-	// The stream outlives its publisher: its open segment is completed and
-	// it stops hinting at parts that will not come.
+	// The stream outlives its publisher: its open segment is completed, and
+	// it keeps hinting at the next part, which a reconnecting encoder will
+	// deliver under the same number.
 	before := waitPlaylist(t, ctx, c, media, "the stream to end its open segment", func(pl *mediaPlaylist) bool {
-		return len(pl.Segments) > 0 && pl.Segments[len(pl.Segments)-1].URI != "" && pl.PreloadPart == ""
+		return len(pl.Segments) > 0 && pl.Segments[len(pl.Segments)-1].URI != "" && pl.PreloadPart != ""
 	})
 	maxBefore := before.lastMSN()
 	lastSegBefore := before.Segments[len(before.Segments)-1]

@@ -32,6 +32,7 @@ type ingestFlags struct {
 	SRTPassphrase           string
 	RTSPUDP                 string
 	Pull                    []string
+	StandbyFor              string
 }
 
 func (f *ingestFlags) register(fs *pflag.FlagSet) {
@@ -47,6 +48,7 @@ func (f *ingestFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.SRTPassphrase, "srt-passphrase", "", "SRT encryption passphrase (10-79 characters); encoders must use the same")
 	fs.StringVar(&f.RTSPUDP, "rtsp-udp", ":8000", "UDP port pair (RTP, RTP+1 for RTCP) for RTSP publishers using UDP; \"\" allows TCP only")
 	fs.StringSliceVar(&f.Pull, "pull", nil, "pull a stream from an RTSP source: {stream}=rtsp://HOST/path (repeatable); see docs/ingest.md")
+	fs.StringVar(&f.StandbyFor, "standby-for", "", "be the standby of origin NODE: keep its streams hot and take them over if it is lost (see docs/standby.md)")
 }
 
 func (f *ingestFlags) validate() error {

@@ -116,6 +116,9 @@ func runNode(cmd *cobra.Command, f *nodeFlags, role mesh.Role, started func(cont
 	if cmd.Flags().Changed("cluster-key") && f.ClusterKey == "" {
 		return errors.New("--cluster-key is empty (an unset shell variable?): give the mesh's shared secret, e.g. from `openssl rand -hex 16`, or leave the flag out to run alone")
 	}
+	if f.StandbyFor != "" && (f.StandbyFor == f.NodeName || !f.meshEnabled(cmd.Flags().Changed)) {
+		return fmt.Errorf("--standby-for %s: a standby is another origin in the same mesh: give this one its own --node-name, --cluster-key and --join", f.StandbyFor)
+	}
 	if role == mesh.RoleEdge && !f.meshEnabled(cmd.Flags().Changed) {
 		return errors.New("an edge needs a mesh: give --cluster-key and --join HOST:7946 (another node's --mesh)")
 	}

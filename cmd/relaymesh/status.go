@@ -20,6 +20,8 @@ func newStatusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Print the mesh as a table: nodes, role, state, load, headroom, round-trip estimate, streams",
 		Long: `Ask one node for the mesh as it sees it (GET /api/mesh) and print it.
+STREAMS lists each stream with its viewers on the node; "primary" marks the
+origin an encoder publishes it to, "standby" the origin ready to take it over.
 VIEWERS is viewers/capacity; HEADROOM is how many more viewers the node takes
 before routing sends new ones elsewhere. The last line sums the nodes that
 take new viewers (ready, not draining): the figure to scale on.
@@ -61,7 +63,14 @@ RTT is that node's Vivaldi estimate of the round trip to each other node.`,
 				}
 				var streams []string
 				for _, s := range n.Streams {
-					streams = append(streams, fmt.Sprintf("%s(%d)", s.Name, s.Viewers))
+					role := ""
+					switch {
+					case s.Origin:
+						role = ", primary"
+					case s.Standby:
+						role = ", standby"
+					}
+					streams = append(streams, fmt.Sprintf("%s(%d%s)", s.Name, s.Viewers, role))
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\n", name, n.Role, n.State, dash(n.Region),
 					dash(n.PublicURL), viewers, headroom, bitrate(n.EgressBps), n.CPU*100, rtt, dash(strings.Join(streams, " ")))

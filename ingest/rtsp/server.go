@@ -313,6 +313,9 @@ func (h *handler) refuse(log *slog.Logger, err error, keyGiven bool) (*base.Resp
 	case errors.Is(err, relay.ErrStreamBusy):
 		log.Warn("rtsp publish refused", "err", err)
 		return refusal(409, "Stream Already Has A Publisher"), errRefused
+	case errors.Is(err, ingest.ErrLiveElsewhere):
+		log.Warn("rtsp publish refused", "err", err)
+		return refusal(409, "Stream Is Live On Another Origin"), errRefused
 	case errors.Is(err, relay.ErrBadStreamName):
 		log.Warn("rtsp publish refused", "err", err)
 		return refusal(base.StatusBadRequest, "Bad Stream Name"), errRefused

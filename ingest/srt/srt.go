@@ -250,7 +250,7 @@ func rejectCode(err error) gosrt.RejectionReason {
 		return gosrt.REJX_UNAUTHORIZED
 	case errors.Is(err, ingest.ErrTooManyStreams):
 		return gosrt.REJX_OVERLOAD
-	case errors.Is(err, relay.ErrStreamBusy):
+	case errors.Is(err, relay.ErrStreamBusy), errors.Is(err, ingest.ErrLiveElsewhere):
 		return gosrt.REJX_CONFLICT
 	case errors.Is(err, errReadMode), errors.Is(err, errBadMode):
 		return gosrt.REJX_BAD_MODE

@@ -3,8 +3,10 @@ package peer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/relay"
@@ -75,16 +77,21 @@ type Puller struct {
 	life    context.Context
 	running chan struct{} // closed once Run has started
 	pulls   map[string]*pull
+	pinned  map[string]bool // kept without viewers (a standby's replicas)
 	wg      sync.WaitGroup
 }
 
 type pull struct {
-	ready chan struct{} // closed once the window has arrived
-	done  chan struct{} // closed when the pull ends
-	err   error         // why it ended before being ready
+	ready  chan struct{} // closed once the window has arrived
+	done   chan struct{} // closed when the pull ends
+	err    error         // why it ended before being ready
+	cancel context.CancelFunc
 	// holdersOnly: started for a downstream node that asked this one as
 	// its shield; asking a shield in turn could go round in a circle.
 	holdersOnly bool
+	// cutSince is when the pull last lost its upstream's window (zero
+	// while a subscription has delivered it), in Unix nanoseconds.
+	cutSince atomic.Int64
 }
 
 // NewPuller returns a Puller; Run must be running for it to pull.
@@ -101,7 +108,7 @@ func NewPuller(cfg PullerConfig) *Puller {
 	if cfg.Viewers == nil {
 		cfg.Viewers = func(string) int { return 0 }
 	}
-	return &Puller{cfg: cfg, log: cfg.Logger, pulls: map[string]*pull{}, running: make(chan struct{})}
+	return &Puller{cfg: cfg, log: cfg.Logger, pulls: map[string]*pull{}, pinned: map[string]bool{}, running: make(chan struct{})}
 }
 
 // Run owns the pulls: they live until ctx ends, and Run waits for them.
@@ -188,6 +195,65 @@ func (p *Puller) Pull(name string) <-chan struct{} {
 	return either
 }
 
+// Keep relays a stream whether or not anyone watches it, until Release:
+// a standby origin keeps a hot replica of its primary's streams. It starts
+// the pull if none runs and some node holds the stream; call it again to
+// retry. It reports whether a pull runs.
+func (p *Puller) Keep(name string) bool {
+	select {
+	case <-p.running:
+	default:
+		return false
+	}
+	p.mu.Lock()
+	p.pinned[name] = true
+	p.mu.Unlock()
+	_, err := p.start(name, true)
+	return err == nil
+}
+
+// Release undoes Keep and ends the stream's pull, waiting until it has
+// closed its publication, so that this node may publish the stream itself
+// (a standby that takes over). The replica's window stays.
+func (p *Puller) Release(ctx context.Context, name string) error {
+	p.mu.Lock()
+	delete(p.pinned, name)
+	pl := p.pulls[name]
+	p.mu.Unlock()
+	if pl == nil {
+		return nil
+	}
+	pl.cancel()
+	select {
+	case <-pl.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("release %s: %w", name, ctx.Err())
+	}
+}
+
+// Cut reports for how long the stream's pull has been without a working
+// subscription: 0 while one delivers, or when no pull runs.
+func (p *Puller) Cut(name string) time.Duration {
+	p.mu.Lock()
+	pl := p.pulls[name]
+	p.mu.Unlock()
+	if pl == nil {
+		return 0
+	}
+	since := pl.cutSince.Load()
+	if since == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, since))
+}
+
+func (p *Puller) isPinned(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pinned[name]
+}
+
 // start returns the stream's pull, starting one if there is none.
 func (p *Puller) start(name string, holdersOnly bool) (*pull, error) {
 	p.mu.Lock()
@@ -212,12 +278,15 @@ func (p *Puller) start(name string, holdersOnly bool) (*pull, error) {
 	if err != nil {
 		return nil, err
 	}
-	pl := &pull{ready: make(chan struct{}), done: make(chan struct{}), holdersOnly: holdersOnly}
+	ctx, cancel := context.WithCancel(p.life)
+	pl := &pull{ready: make(chan struct{}), done: make(chan struct{}), holdersOnly: holdersOnly, cancel: cancel}
+	pl.cutSince.Store(time.Now().UnixNano()) // until a subscription delivers
 	p.pulls[name] = pl
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.run(p.life, name, pub, pl)
+		defer cancel()
+		p.run(ctx, name, pub, pl)
 		pub.Close()
 		p.mu.Lock()
 		delete(p.pulls, name)
@@ -257,7 +326,7 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 			if orphaned.IsZero() {
 				orphaned = time.Now()
 			}
-			if time.Since(orphaned) >= p.cfg.Grace {
+			if time.Since(orphaned) >= p.cfg.Grace && !p.isPinned(name) {
 				pub.Stream.End()
 				log.Info("show ended: no node has held the stream for the grace period", "grace", p.cfg.Grace)
 				return
@@ -280,7 +349,9 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 		sctx, cancelSub := context.WithCancelCause(ctx)
 		var watch sync.WaitGroup
 		watch.Go(func() { p.watchDrain(sctx, cancelSub, name, up.Name) })
-		err := p.cfg.Endpoint.Subscribe(sctx, up.Name, up.Addr, pub, from, markReady)
+		attached := func() { pl.cutSince.Store(0); markReady() }
+		err := p.cfg.Endpoint.Subscribe(sctx, up.Name, up.Addr, pub, from, attached)
+		pl.cutSince.CompareAndSwap(0, time.Now().UnixNano())
 		cancelSub(nil)
 		watch.Wait()
 		if ctx.Err() != nil {
@@ -413,7 +484,7 @@ func (p *Puller) watchIdle(ctx context.Context, cancel context.CancelFunc, name 
 			return
 		case <-tick.C:
 		}
-		if p.cfg.Viewers(name) > 0 || p.cfg.Endpoint.Subscribers(name) > 0 {
+		if p.cfg.Viewers(name) > 0 || p.cfg.Endpoint.Subscribers(name) > 0 || p.isPinned(name) {
 			since = time.Now()
 			continue
 		}
