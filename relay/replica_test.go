@@ -114,3 +114,30 @@ func TestReplicaSegmentGap(t *testing.T) {
 		t.Error("an older segment or part was accepted")
 	}
 }
+
+// An upstream whose publisher was taken over before the open segment's
+// first part replaces that segment: the replica takes the new header.
+func TestReplicaReplacesEmptyOpenSegment(t *testing.T) {
+	st := NewStream("r", 200*time.Millisecond, Window{})
+	old := &Init{ID: 1, Data: []byte("a")}
+	st.OpenSegment(5, SegmentHeader{Start: time.Unix(100, 0), Init: old})
+	st.AddPart(5, &Part{N: 50, Duration: time.Second, Independent: true, Data: []byte("x")})
+	st.OpenSegment(6, SegmentHeader{Start: time.Unix(101, 0), Init: old})
+	if st.OpenSegment(6, SegmentHeader{Start: time.Unix(101, 0), Init: old}) {
+		t.Fatal("the same header again opened a segment")
+	}
+	taken := &Init{ID: 2, Data: []byte("b")}
+	if !st.OpenSegment(6, SegmentHeader{Start: time.Unix(100, 500e6), Discontinuity: true, Init: taken}) {
+		t.Fatal("a new header for the empty open segment was refused")
+	}
+	st.AddPart(6, &Part{N: 51, Duration: time.Second, Independent: true, Data: []byte("y")})
+	snap := st.Snapshot()
+	seg := snap.Segments[len(snap.Segments)-1]
+	if seg.MSN != 6 || !seg.Discontinuity || seg.Init != taken || len(seg.Parts) != 1 {
+		t.Fatalf("open segment %+v, want 6 with the new header and its part", seg)
+	}
+	// A segment with parts is never replaced.
+	if st.OpenSegment(6, SegmentHeader{Start: time.Unix(200, 0), Init: old}) {
+		t.Fatal("a segment with parts was replaced")
+	}
+}

@@ -412,9 +412,12 @@ func (s *Stream) Seed(discSeq uint64, targetDuration int, live bool) {
 }
 
 // OpenSegment opens segment msn, completing the open one. It reports
-// false, changing nothing, for a segment the stream already has. A gap in
-// sequence numbers (segments this node never received) restarts the window
-// at msn with a discontinuity, since a playlist cannot skip numbers.
+// false, changing nothing, for a segment the stream already has, unless
+// that is the open segment, still without parts, and h differs: the
+// upstream replaced it (its publisher was taken over before the segment's
+// first part), and the new header replaces it here too. A gap in sequence
+// numbers (segments this node never received) restarts the window at msn
+// with a discontinuity, since a playlist cannot skip numbers.
 func (s *Stream) OpenSegment(msn uint64, h SegmentHeader) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -423,6 +426,11 @@ func (s *Stream) OpenSegment(msn uint64, h SegmentHeader) bool {
 	}
 	snap := s.clone()
 	if n := len(snap.Segments); n > 0 {
+		if open := snap.Segments[n-1]; open.MSN == msn && !open.Complete && len(open.Parts) == 0 && !sameHeader(open, h) {
+			snap.Segments[n-1] = &Segment{MSN: msn, Start: h.Start, Discontinuity: h.Discontinuity, Init: h.Init}
+			s.publish(snap)
+			return true
+		}
 		last := snap.Segments[n-1].MSN
 		if msn <= last {
 			return false
@@ -476,4 +484,10 @@ func (s *Stream) CloseSegment(msn uint64) {
 	snap := s.clone()
 	s.closeOpen(snap)
 	s.publish(snap)
+}
+
+// sameHeader reports whether seg was opened with h.
+func sameHeader(seg *Segment, h SegmentHeader) bool {
+	sameInit := seg.Init == h.Init || (seg.Init != nil && h.Init != nil && seg.Init.ID == h.Init.ID)
+	return seg.Start.Equal(h.Start) && seg.Discontinuity == h.Discontinuity && sameInit
 }

@@ -289,6 +289,7 @@ type sender struct {
 	state   wire.StreamState
 	seg     *quic.SendStream // the open segment stream
 	segMSN  uint64
+	segHdr  wire.SegmentStart // what seg was opened with
 	sentMSN uint64 // segments up to here are done
 	started bool
 }
@@ -350,6 +351,12 @@ func (s *sender) send(snap *relay.Snapshot) error {
 			continue
 		}
 		writing := s.seg != nil && s.segMSN == seg.MSN
+		if writing && !sameHeader(s.segHdr, wire.SegmentStartFrom(seg)) {
+			// The segment was replaced before its first part: a publisher
+			// that left was taken over (a standby). Start it again.
+			s.seg.CancelWrite(0)
+			s.seg, writing = nil, false
+		}
 		if !writing && seg.Complete && len(seg.Parts) > 0 && seg.Parts[len(seg.Parts)-1].N < s.from {
 			// Before the resume point. (A segment whose stream is open
 			// still needs its end, even when all its parts are sent: on a
@@ -427,11 +434,16 @@ func (s *sender) openSegment(seg *relay.Segment) error {
 	if err != nil {
 		return fmt.Errorf("open segment stream: %w", err)
 	}
-	s.seg, s.segMSN = us, seg.MSN
 	start := wire.SegmentStartFrom(seg)
+	s.seg, s.segMSN, s.segHdr = us, seg.MSN, start
 	start.Stream = s.st.Name
 	if err := s.write(us, &start); err != nil {
 		s.skip(err)
 	}
 	return nil
+}
+
+// sameHeader reports whether a and b open the same segment.
+func sameHeader(a, b wire.SegmentStart) bool {
+	return a.MSN == b.MSN && a.Start.Equal(b.Start) && a.Discontinuity == b.Discontinuity && a.InitID == b.InitID
 }
