@@ -197,9 +197,20 @@ func (d delegate) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, 
 }
 
 // NotifyConflict is called when two nodes claim the same name; memberlist
-// keeps the first. Node names must be unique: say so loudly.
+// keeps the first. Node names must be unique: say so loudly, unless the
+// first is a node that failed and the second its restart, which the mesh
+// admits once it has declared the first dead (reclaimDead).
 func (d delegate) NotifyConflict(existing, other *memberlist.Node) {
-	if ok, suppressed := d.m.bad.Allow(); ok {
+	d.m.mu.Lock()
+	alive := d.m.peers[existing.Name] != nil
+	d.m.mu.Unlock()
+	ok, suppressed := d.m.bad.Allow()
+	switch {
+	case !ok:
+	case !alive:
+		d.m.log.Info("a failed node is back on a new address; it is admitted once the mesh has declared the old one dead",
+			"peer", existing.Name, "addr", other.Address(), "old_addr", existing.Address(), "suppressed", suppressed)
+	default:
 		d.m.log.Error("two mesh nodes use the same --node-name; the second is ignored until it is renamed",
 			"peer", existing.Name, "addr", existing.Address(), "other_addr", other.Address(), "suppressed", suppressed)
 	}

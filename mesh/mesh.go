@@ -256,7 +256,7 @@ func New(cfg Config) (*Mesh, error) {
 	mc.SuspicionMult = 3
 	mc.SuspicionMaxTimeoutMult = 4
 	mc.GossipToTheDeadTime = 15 * time.Second
-	mc.DeadNodeReclaimTime = 10 * time.Second // a restarted node may come back on a new address
+	mc.DeadNodeReclaimTime = reclaimDead
 	if cfg.ClusterKey != "" {
 		key, err := hkdf.Key(sha256.New, []byte(cfg.ClusterKey), nil, keyInfo, 32)
 		if err != nil {
@@ -353,6 +353,12 @@ func hasNonLoopbackAddr() bool {
 // Run remembers the seeds of the last Join and retries them (backing off
 // from 2 s to 30 s) whenever this node is alone, so a node that starts
 // before its seeds, or is cut off from every peer, joins when it can.
+// reclaimDead is how long after a node was declared dead the mesh admits
+// a node of the same name on another address: its restart, with new
+// ports. At once, in effect: declaring it dead took the suspicion timeout
+// already, and a restarted edge or origin is capacity the show waits for.
+const reclaimDead = time.Nanosecond
+
 func (m *Mesh) Join(ctx context.Context, seeds []string) (int, error) {
 	var clean []string
 	for _, seed := range seeds {

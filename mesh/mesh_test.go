@@ -201,6 +201,19 @@ func TestMeshConvergesGossipsAndForgets(t *testing.T) {
 		t.Error("a: Node(b) still found")
 	}
 
+	// It restarts under its name on a new address, as a node restarted by
+	// its supervisor does, and is admitted again.
+	b2 := startNode(t, "b", "k1")
+	join(t, b2, a)
+	took = eventually(t, "a and c admit b back on its new address", func() bool {
+		return slices.Equal(nodeNames(a.Mesh), []string{"a", "b", "c"}) && slices.Equal(nodeNames(c.Mesh), []string{"a", "b", "c"})
+	})
+	t.Logf("restarted node admitted after %v", took)
+	b2.stop()
+	eventually(t, "a and c forget b after it left", func() bool {
+		return slices.Equal(nodeNames(a.Mesh), []string{"a", "c"}) && slices.Equal(nodeNames(c.Mesh), []string{"a", "c"})
+	})
+
 	// A node that leaves disappears at once.
 	c.stop()
 	took = eventually(t, "a forgets c after it left", func() bool {

@@ -450,7 +450,7 @@ func (r replicas) Release(ctx context.Context, stream string) error {
 	return r.c.puller.Release(ctx, stream)
 }
 
-func (r replicas) Cut(stream string) time.Duration { return r.c.puller.Cut(stream) }
+func (r replicas) Cut(stream string) (time.Duration, string) { return r.c.puller.Cut(stream) }
 
 // flags returns what n gossips about stream.
 func flags(n mesh.NodeState, stream string) mesh.StreamLoad {

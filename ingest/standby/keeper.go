@@ -35,8 +35,9 @@ type Replicas interface {
 	// longer writes it.
 	Release(ctx context.Context, stream string) error
 	// Cut reports how long the replica of stream has been without a
-	// working upstream subscription (0 while fed, or without a replica).
-	Cut(stream string) time.Duration
+	// working upstream subscription (0 while fed, or without a replica),
+	// and which node last fed it ("" if none has).
+	Cut(stream string) (time.Duration, string)
 }
 
 // tick is how often a Keeper looks at the mesh.
@@ -101,7 +102,12 @@ func (k *Keeper) facts(stream string, origins []Origin) Facts {
 	}
 	f.Replica = k.Registry.Get(stream) != nil && !k.Registry.Local(stream)
 	if f.Replica {
-		f.ReplicaCut = k.Replicas.Cut(stream)
+		// Only a replica the partner fed says, by being cut, that the
+		// partner is lost: one fed by an edge, or never fed (a returning
+		// origin's pre-warm), says nothing about it.
+		if cut, from := k.Replicas.Cut(stream); from == f.Partner {
+			f.ReplicaCut = cut
+		}
 	}
 	if k.Gate.Held(stream) != nil {
 		f.Held = true

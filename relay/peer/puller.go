@@ -92,6 +92,8 @@ type pull struct {
 	// cutSince is when the pull last lost its upstream's window (zero
 	// while a subscription has delivered it), in Unix nanoseconds.
 	cutSince atomic.Int64
+	// fedBy names the upstream whose subscription last delivered.
+	fedBy atomic.Pointer[string]
 }
 
 // NewPuller returns a Puller; Run must be running for it to pull.
@@ -233,19 +235,24 @@ func (p *Puller) Release(ctx context.Context, name string) error {
 }
 
 // Cut reports for how long the stream's pull has been without a working
-// subscription: 0 while one delivers, or when no pull runs.
-func (p *Puller) Cut(name string) time.Duration {
+// subscription (0 while one delivers, or when no pull runs), and which
+// upstream last delivered ("" if none has).
+func (p *Puller) Cut(name string) (time.Duration, string) {
 	p.mu.Lock()
 	pl := p.pulls[name]
 	p.mu.Unlock()
 	if pl == nil {
-		return 0
+		return 0, ""
+	}
+	var from string
+	if f := pl.fedBy.Load(); f != nil {
+		from = *f
 	}
 	since := pl.cutSince.Load()
 	if since == 0 {
-		return 0
+		return 0, from
 	}
-	return time.Since(time.Unix(0, since))
+	return time.Since(time.Unix(0, since)), from
 }
 
 func (p *Puller) isPinned(name string) bool {
@@ -349,7 +356,11 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 		sctx, cancelSub := context.WithCancelCause(ctx)
 		var watch sync.WaitGroup
 		watch.Go(func() { p.watchDrain(sctx, cancelSub, name, up.Name) })
-		attached := func() { pl.cutSince.Store(0); markReady() }
+		attached := func() {
+			pl.fedBy.Store(&up.Name)
+			pl.cutSince.Store(0)
+			markReady()
+		}
 		err := p.cfg.Endpoint.Subscribe(sctx, up.Name, up.Addr, pub, from, attached)
 		pl.cutSince.CompareAndSwap(0, time.Now().UnixNano())
 		cancelSub(nil)

@@ -199,3 +199,48 @@ func TestPullerOriginRestart(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A kept replica reports how long it has been cut from its upstream, and
+// which upstream fed it: a standby promotes on a cut only from its partner.
+func TestPullerCutNamesItsFeeder(t *testing.T) {
+	origin, standby := startNode(t, "origin", "k"), startNode(t, "standby", "k")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := publish(ctx, t, origin, "cam")
+	defer wg.Wait()
+	defer cancel()
+	time.Sleep(5 * partTarget)
+	dir := &holders{nodes: []*testNode{origin}, down: map[string]bool{}}
+	p := startPuller(t, standby, dir, PullerConfig{})
+	if cut, from := p.Cut("cam"); cut != 0 || from != "" {
+		t.Fatalf("before any pull: cut %v from %q", cut, from)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if !p.Keep("cam") && time.Now().After(deadline) {
+			t.Fatal("the puller does not keep the stream")
+		}
+		if cut, from := p.Cut("cam"); cut == 0 && from == "origin" {
+			break
+		}
+		if time.Now().After(deadline) {
+			cut, from := p.Cut("cam")
+			t.Fatalf("the replica is not fed by origin: cut %v from %q", cut, from)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	dir.mu.Lock()
+	dir.down["origin"] = true
+	dir.mu.Unlock()
+	origin.stop()
+	for {
+		if cut, from := p.Cut("cam"); cut > 0 && from == "origin" {
+			return
+		}
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			cut, from := p.Cut("cam")
+			t.Fatalf("after the origin died: cut %v from %q, want a cut from origin", cut, from)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
