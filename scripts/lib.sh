@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by the benchmark scripts (sourced, not run): a temp dir removed on
 # exit, the PIDs a script started (stopped on exit, and only those), free
 # loopback ports and duration parsing.
@@ -97,4 +98,13 @@ rss_kb() {
 # text format on stdin, rounded to a whole number; nothing if absent.
 metric() {
 	awk -v n="$1" '$1 == n { printf "%.0f\n", $2; exit }'
+}
+
+# bench_forget PID: a process of $pids that the script has waited for
+# (killed and reaped) is no longer stopped on exit: its PID may be reused.
+bench_forget() {
+	local i
+	for i in "${!pids[@]}"; do
+		[[ ${pids[$i]} != "$1" ]] || unset 'pids[i]'
+	done
 }

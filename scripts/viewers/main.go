@@ -1,7 +1,7 @@
 // Command viewers is a swarm of simulated LL-HLS viewers that behave like
 // hls.js 1.7.4 in low-latency mode with content steering, for load and
-// steering drills against relaymesh (see scripts/surge.sh and
-// scripts/soak.sh).
+// steering drills against relaymesh (see scripts/surge.sh,
+// scripts/soak.sh and scripts/chaos.sh).
 //
 // Each viewer is a goroutine (plus one for its steering loads) sharing one
 // keep-alive http.Transport; it decodes nothing, so one core drives
@@ -69,6 +69,30 @@
 // at the end of their lifetime (the others were still there when the run
 // stopped). Stall totals include the viewers who left.
 //
+// Per viewer (perviewer.go): the final object also holds histograms of
+// the parts each viewer skipped (skipped_parts_by_viewer: parts ->
+// viewers) and of each viewer's longest stall (longest_stall_by_viewer:
+// "0", "0-0.5", ... "30+" seconds -> viewers), and the ids of the viewers
+// whose stream ended, whose playback failed, and of those there at the
+// end but not playing (stalled, never through the entry, ended or
+// failed); a line "per-viewer skipped_parts=[0:195 3:5] ..." follows the
+// summary. Viewers also check the media's continuity by
+// PROGRAM-DATE-TIME: a jump of 0.1 s or more from the end of one part (or
+// segment) to the start of the next is media missed (forward) or
+// received again (back), though every part number followed on: a node
+// that numbers the stream differently from the previous one, or a
+// standby takeover (which repeats up to a GOP by design); the viewers
+// with such gaps and repeats are listed. With -per-viewer, per_viewer
+// lists every viewer: its skipped parts, media gaps and repeats, stalls
+// (count, total, longest, and when), the host of its parts each time it
+// changed, and its state at the end. With -events FILE (lines
+// "UNIX_MS HOST:PORT LABEL", read when the run stops, so a drill can write
+// it as it goes; scripts/chaos.sh does) the final object splits skips,
+// media jumps, stalls and ends by event: from each event to the next, between the
+// viewers whose last part before the event came from HOST:PORT (on_node)
+// and the others (elsewhere), with the viewers per host at each event; it
+// prints a line per event and one starting "events n=" with the sums.
+//
 // It exits 1 only if the entry URL never answered.
 //
 // Usage:
@@ -108,6 +132,8 @@ type config struct {
 	report         time.Duration
 	lifetime       time.Duration // mean viewer lifetime; 0: viewers stay
 	seed           uint64
+	perViewer      bool   // every viewer's figures in the final report
+	events         string // file of events to attribute stalls and skips to
 }
 
 func main() {
@@ -122,6 +148,8 @@ func main() {
 	out := flag.String("out", "", "file to write one JSON object per report, and a final one, to")
 	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the arrival jitter and the lifetimes")
 	verbose := flag.Bool("v", false, "log each viewer's entries, switches, steering and errors to stderr")
+	flag.BoolVar(&cfg.perViewer, "per-viewer", false, "list every viewer's skipped parts, stalls, hosts and state in the final JSON object")
+	flag.StringVar(&cfg.events, "events", "", "file of events, one a line: UNIX_MS HOST:PORT LABEL (read at the end; it may be written during the run): the final report splits skips and stalls by event and by whether the viewer was on HOST:PORT")
 	flag.Parse()
 	if err := cfg.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "viewers:", err)
@@ -236,6 +264,7 @@ type swarm struct {
 	viewers    map[*viewer]struct{} // arrived and not left
 	goneStalls int64                // stalls of the viewers who left
 	goneStall  time.Duration        // and their time stalled
+	gone       []viewerStats        // and their figures
 	firstParts map[string]int64     // host:port -> Unix ms of its first part
 }
 
@@ -269,6 +298,7 @@ func newSwarm(cfg config, logger *log.Logger) *swarm {
 func (s *swarm) join() *viewer {
 	id := int(s.c.joined.Add(1))
 	v := &viewer{id: id, sw: s, client: s.client, bw: newBandwidth(), inits: map[string]bool{}, hosts: map[string]bool{}}
+	v.rec.joined = time.Now()
 	if s.cfg.lifetime > 0 {
 		v.client = newClient()
 	}
@@ -284,10 +314,16 @@ func (s *swarm) leave(v *viewer) {
 	if v.client != s.client {
 		v.client.CloseIdleConnections()
 	}
+	now := time.Now()
+	v.mu.Lock()
+	v.rec.gone = now
+	v.mu.Unlock()
+	st := v.stats(now)
 	s.mu.Lock()
+	s.gone = append(s.gone, st)
 	v.mu.Lock()
 	s.goneStalls += int64(v.buf.stalls)
-	s.goneStall += v.buf.totalStall(time.Now())
+	s.goneStall += v.buf.totalStall(now)
 	v.mu.Unlock()
 	delete(s.viewers, v)
 	s.mu.Unlock()
@@ -368,6 +404,8 @@ type report struct {
 	PeakHosts     map[string]int   `json:"peak_hosts,omitempty"`
 	FirstPartMS   map[string]int64 `json:"first_part_ms,omitempty"`
 	EntryAnswered bool             `json:"entry_answered,omitempty"`
+	*PerViewer                     // per-viewer figures (perviewer.go)
+	*EventsReport                  // with -events
 }
 
 // sample takes the state of every viewer at now.
@@ -481,7 +519,9 @@ loop:
 	}
 	// Who is stalled is taken as the run stops, before the viewers wind
 	// down; the rest once they have (they keep their state and host).
-	stalledNow := s.sample(time.Now()).StalledNow
+	stopAt := time.Now()
+	stalledNow := s.sample(stopAt).StalledNow
+	s.markStop(stopAt)
 	wg.Wait()
 	final := take(time.Now())
 	final.StalledNow = stalledNow
@@ -496,8 +536,31 @@ loop:
 	final.FirstPartMS = s.firstParts
 	s.mu.Unlock()
 	final.EntryAnswered = s.entryAnswered.Load()
+	all, pv := s.perViewerReport(stopAt)
+	if s.cfg.perViewer {
+		pv.All = all
+	}
+	final.PerViewer = &pv
+	var evErr error
+	if s.cfg.events != "" {
+		evs, err := readEventsFile(s.cfg.events)
+		if err != nil {
+			evErr = fmt.Errorf("-events: %w", err)
+		}
+		er := attribute(evs, all, s.start, stopAt)
+		final.EventsReport = &er
+	}
 	emit(final)
 	fmt.Fprintln(human, final.summary())
+	fmt.Fprintln(human, pv.line())
+	if final.EventsReport != nil {
+		for _, l := range final.EventsReport.lines() {
+			fmt.Fprintln(human, l)
+		}
+	}
+	if writeErr == nil {
+		writeErr = evErr
+	}
 	return final, writeErr
 }
 

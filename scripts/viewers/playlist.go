@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/relaymesh/relaymesh/internal/m3u8attr"
 )
@@ -121,6 +122,9 @@ type segment struct {
 	uri      string  // "" while open
 	mapURI   string  // the EXT-X-MAP in force
 	parts    []part  // listed only near the live edge
+	// PROGRAM-DATE-TIME of its start: its own tag's, or extrapolated from
+	// the previous segment's; zero without one.
+	pdt time.Time
 }
 
 func (s *segment) complete() bool { return s.uri != "" }
@@ -152,7 +156,8 @@ func parseMedia(body string) (*mediaPlaylist, error) {
 		open     *segment // parts seen, no URI yet
 		extinf   float64
 		next     uint64
-		numbered bool // next is set from MEDIA-SEQUENCE and SKIP
+		numbered bool      // next is set from MEDIA-SEQUENCE and SKIP
+		pdt      time.Time // for the next segment to start
 		err      error
 	)
 	start := func() *segment {
@@ -160,7 +165,8 @@ func parseMedia(body string) (*mediaPlaylist, error) {
 			next, numbered = pl.firstMSN(), true
 		}
 		if open == nil {
-			open = &segment{msn: next, mapURI: mapURI}
+			open = &segment{msn: next, mapURI: mapURI, pdt: pdt}
+			pdt = time.Time{}
 		}
 		return open
 	}
@@ -260,6 +266,11 @@ func parseMedia(body string) (*mediaPlaylist, error) {
 			}
 		case "#EXT-X-ENDLIST":
 			pl.endList = true
+		case "#EXT-X-PROGRAM-DATE-TIME":
+			// A bad date is ignored, as players do.
+			if t, e := time.Parse(time.RFC3339Nano, val); e == nil {
+				pdt = t
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", tag, err)
@@ -268,7 +279,25 @@ func parseMedia(body string) (*mediaPlaylist, error) {
 	if open != nil {
 		pl.segments = append(pl.segments, *open)
 	}
+	for i := 1; i < len(pl.segments); i++ {
+		if s, prev := &pl.segments[i], &pl.segments[i-1]; s.pdt.IsZero() && !prev.pdt.IsZero() && prev.complete() {
+			s.pdt = prev.pdt.Add(secondsDuration(prev.duration))
+		}
+	}
 	return pl, nil
+}
+
+// partStart is when part idx of s starts by its PROGRAM-DATE-TIME (zero
+// without one).
+func (s *segment) partStart(idx int) time.Time {
+	if s.pdt.IsZero() {
+		return time.Time{}
+	}
+	var d float64
+	for _, p := range s.parts[:min(idx, len(s.parts))] {
+		d += p.duration
+	}
+	return s.pdt.Add(secondsDuration(d))
 }
 
 // cursor names a part: the segment's media sequence number and the part's

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustURL(t *testing.T, s string) *url.URL {
@@ -158,6 +159,16 @@ func TestParseMedia(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("segments\n got %+v\nwant %+v", got, want)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if s := pl.segments; !s[0].pdt.Equal(t0) || !s[1].pdt.Equal(t0.Add(2*time.Second)) || !s[2].pdt.Equal(t0.Add(2800*time.Millisecond)) ||
+		!s[1].partStart(2).Equal(t0.Add(2400*time.Millisecond)) {
+		t.Errorf("PROGRAM-DATE-TIMEs %v %v %v, part 2 of seg41 at %v", s[0].pdt, s[1].pdt, s[2].pdt, s[1].partStart(2))
+	}
+	// A segment without its own date follows on from the previous one's.
+	noDate, err := parseMedia("#EXTM3U\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00Z\n#EXTINF:2,\ns1\n#EXTINF:2,\ns2\n")
+	if err != nil || !noDate.segments[1].pdt.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("extrapolated date: %v, %v", noDate, err)
 	}
 
 	delta, err := parseMedia("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-SKIP:SKIPPED-SEGMENTS=5\n" +

@@ -15,6 +15,27 @@ type playout struct {
 	stallStart              time.Time
 	stalls                  int
 	stallTime               time.Duration // of finished stalls
+	longest                 time.Duration // of finished stalls
+	// Finished stalls, the first maxSpans of them, for per-viewer
+	// reports (scripts/chaos.sh attributes them to events).
+	spans []span
+}
+
+// span is one finished stall.
+type span struct{ start, end time.Time }
+
+// maxSpans bounds a viewer's list of stalls.
+const maxSpans = 256
+
+// finish records the stall that ends at now.
+func (p *playout) finish(now time.Time) {
+	p.stalled = false
+	d := now.Sub(p.stallStart)
+	p.stallTime += d
+	p.longest = max(p.longest, d)
+	if len(p.spans) < maxSpans {
+		p.spans = append(p.spans, span{p.stallStart, now})
+	}
 }
 
 // advance moves the playhead to now.
@@ -43,8 +64,7 @@ func (p *playout) add(now time.Time, d time.Duration) {
 	}
 	p.advance(now)
 	if p.stalled {
-		p.stalled = false
-		p.stallTime += now.Sub(p.stallStart)
+		p.finish(now)
 		p.at = now
 	}
 	p.buffered += d
@@ -55,8 +75,7 @@ func (p *playout) add(now time.Time, d time.Duration) {
 func (p *playout) end(now time.Time) {
 	p.advance(now)
 	if p.stalled {
-		p.stalled = false
-		p.stallTime += now.Sub(p.stallStart)
+		p.finish(now)
 	}
 	p.ended = true
 }
@@ -75,4 +94,13 @@ func (p *playout) totalStall(now time.Time) time.Duration {
 		return p.stallTime + now.Sub(p.stallStart)
 	}
 	return p.stallTime
+}
+
+// longestStall is the longest stall up to now, the current one included.
+func (p *playout) longestStall(now time.Time) time.Duration {
+	p.advance(now)
+	if p.stalled {
+		return max(p.longest, now.Sub(p.stallStart))
+	}
+	return p.longest
 }

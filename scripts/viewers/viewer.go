@@ -181,6 +181,7 @@ type viewer struct {
 	bw    bandwidth
 	buf   playout
 	host  string // host:port that served the last part
+	rec   record // per-viewer figures (perviewer.go)
 
 	// Used by the playback goroutine only.
 	level int // variant index within the pathway
@@ -247,6 +248,7 @@ func (v *viewer) run(runCtx, ctx context.Context) {
 	}
 	if err := v.playback(ctx); err != nil && ctx.Err() == nil {
 		v.logf("playback ended: %v", err)
+		v.finished(err)
 	}
 }
 
@@ -546,7 +548,11 @@ func (v *viewer) gotMedia(r response, d float64) {
 	now := time.Now()
 	v.buf.add(now, secondsDuration(d))
 	v.bw.sample(r.total-r.ttfb, r.bytes)
+	if host != v.host {
+		v.rec.moved(now, host)
+	}
 	v.host = host
+	v.rec.lastPart = now
 	v.mu.Unlock()
 	v.sw.c.parts.Add(1)
 	v.sw.c.bytes.Add(r.bytes)
@@ -584,6 +590,7 @@ func (v *viewer) playback(ctx context.Context) error {
 	}
 	if cur.pl.endList {
 		c.ended.Add(1)
+		v.finished(nil)
 		return nil
 	}
 	var pos cursor
@@ -633,6 +640,7 @@ func (v *viewer) playback(ctx context.Context) error {
 				return err
 			}
 			v.gotMedia(r, p.duration)
+			v.media(seg.partStart(pos.idx), p.duration)
 			segPlayed += p.duration
 			pos.idx++
 		case atNextSegment:
@@ -655,11 +663,16 @@ func (v *viewer) playback(ctx context.Context) error {
 				return err
 			}
 			v.gotMedia(r, max(seg.duration-segPlayed, 0))
+			if !seg.pdt.IsZero() {
+				v.media(seg.pdt.Add(secondsDuration(segPlayed)), max(seg.duration-segPlayed, 0))
+			}
 			pos, segPlayed = cursor{pos.msn + 1, 0}, 0
 		case atBehind:
 			to, _ := cur.pl.startCursor()
 			n := cur.pl.partsBetween(pos, to)
 			c.skippedParts.Add(int64(n))
+			v.skipped(n)
+			v.forgetMedia()
 			v.logf("fell behind the window at msn %d part %d: skipping %d parts to msn %d part %d", pos.msn, pos.idx, n, to.msn, to.idx)
 			pos, segPlayed = to, 0
 		case atSkipped:
@@ -668,6 +681,7 @@ func (v *viewer) playback(ctx context.Context) error {
 			}
 		case atEnd:
 			c.ended.Add(1)
+			v.finished(nil)
 			v.logf("stream ended")
 			return nil
 		case atWait:
