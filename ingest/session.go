@@ -370,6 +370,39 @@ func (g *Gate) Held(stream string) *Session {
 	return s
 }
 
+// Publishing returns the session that publishes stream here, or nil (none,
+// or it is held).
+func (g *Gate) Publishing(stream string) *Session {
+	g.mu.Lock()
+	s := g.sessions[stream]
+	g.mu.Unlock()
+	if s == nil || s.Held() {
+		return nil
+	}
+	return s
+}
+
+// Demote sets a publishing session aside, held: the partner origin took
+// the stream over while this one was cut off (frozen, or partitioned from
+// it), and one origin publishes a name. The publication ends; the session
+// goes on packaging into a shadow, ready to be promoted again.
+func (s *Session) Demote() error {
+	s.mu.Lock()
+	if s.held {
+		s.mu.Unlock()
+		return errors.New("demote: the session is held already")
+	}
+	old := s.pub
+	shadow := relay.Shadow(s.Stream, s.g.Packager.PartTarget, relay.Window{})
+	if s.pk != nil {
+		s.pk.retarget(shadow, s.pk.Init())
+	}
+	s.pub, s.held = shadow, true
+	s.mu.Unlock()
+	old.Close()
+	return nil
+}
+
 // Promote makes a held session the stream's publisher: it continues pub,
 // the publication of this node's replica of the stream, from what it has
 // packaged aside. The carried-over media starts with the newest segment

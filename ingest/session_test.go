@@ -314,3 +314,67 @@ func TestSessionLimits(t *testing.T) {
 		t.Fatal("Done not closed")
 	}
 }
+
+// A publishing session that its partner took over is demoted: its
+// publication ends, it goes on packaging aside, and it can be promoted
+// again, continuing the stream after a discontinuity.
+func TestSessionDemoteAndPromote(t *testing.T) {
+	g := newGate(t)
+	s, err := g.Admit(Request{Stream: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetTracks([]Track{h264Track()}); err != nil {
+		t.Fatal(err)
+	}
+	frame := time.Second / 30
+	k := 0
+	write := func(n int) {
+		for end := k + n; k < end; k++ {
+			ts := time.Duration(k) * frame
+			if err := s.WriteH264(0, ts, ts, videoAU(k, k%30 == 0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(95)
+	if g.Publishing("cam") != s || g.Held("cam") != nil {
+		t.Fatal("a publishing session is not listed as publishing")
+	}
+	if err := s.Demote(); err != nil {
+		t.Fatal(err)
+	}
+	if g.Registry.HasPublisher("cam") || g.Publishing("cam") != nil || g.Held("cam") != s {
+		t.Fatal("a demoted session still publishes, or is not held")
+	}
+	if err := s.Demote(); err == nil {
+		t.Fatal("a held session was demoted again")
+	}
+	st := g.Registry.Get("cam")
+	before := st.Snapshot()
+	write(95)
+	if after := st.Snapshot(); after.NextPart != before.NextPart {
+		t.Fatalf("a held session wrote to the stream: %d parts, were %d", after.NextPart, before.NextPart)
+	}
+
+	pub, err := g.Registry.Publish("cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Promote(pub, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	write(35)
+	snap := st.Snapshot()
+	segs := snap.Segments
+	if g.Publishing("cam") != s || len(segs) <= len(before.Segments) || !segs[len(before.Segments)].Discontinuity {
+		t.Fatalf("the promoted session does not continue the stream after a discontinuity: %d segments, %d before",
+			len(segs), len(before.Segments))
+	}
+	for i := 1; i < len(segs); i++ {
+		if segs[i].MSN != segs[i-1].MSN+1 {
+			t.Fatalf("segments %d and %d are not consecutive", segs[i-1].MSN, segs[i].MSN)
+		}
+	}
+}

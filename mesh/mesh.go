@@ -47,6 +47,10 @@ type StreamLoad struct {
 	Viewers int    `json:"viewers"`
 	// Origin: an encoder publishes it here: this node is its primary.
 	Origin bool `json:"origin,omitempty"`
+	// FirstMSN, on an origin, is the media sequence number its publication
+	// began at: of two origins that both publish the name, the one that
+	// began later took it over (relay.Publication.FirstMSN).
+	FirstMSN uint64 `json:"first_msn,omitempty"`
 	// Standby: this node keeps it ready to take over (a standby origin).
 	Standby bool `json:"standby,omitempty"`
 }

@@ -20,14 +20,15 @@ import (
 //	          [ignored trailing bytes]
 //	streams = version kindStreams entry                 (UDP broadcast)
 //	state   = version kindState count:uv entry*count    (TCP push/pull)
-//	entry   = node:str seq:uv count:uv (name:str viewers:uv flags:u8)*count
-//	flags   = bit 0: published here (origin), bit 1: held here as a standby
+//	entry   = node:str seq:uv count:uv (name:str viewers:uv flags:u8 [firstMSN:uv])*count
+//	flags   = bit 0: published here (origin), followed by firstMSN;
+//	          bit 1: held here as a standby
 //	coord   = version dims:u8 vec:f64be*dims error:f64be adjustment:f64be height:f64be
 //	str     = len:uv bytes
 //
 // uv is an unsigned varint (encoding/binary).
 const (
-	wireVersion = 2
+	wireVersion = 3
 
 	kindStreams = 1
 	kindState   = 2
@@ -284,6 +285,9 @@ func appendEntry(b []byte, e streamEntry) []byte {
 			flags |= flagStandby
 		}
 		b = append(b, flags)
+		if s.Origin {
+			b = binary.AppendUvarint(b, s.FirstMSN)
+		}
 	}
 	return b
 }
@@ -312,11 +316,14 @@ func (r *reader) entry() streamEntry {
 		if r.err == nil && flags&^(flagOrigin|flagStandby) != 0 {
 			r.fail(fmt.Errorf("stream flags %#x: %w", flags, errRange))
 		}
+		l := StreamLoad{Name: name, Viewers: viewers, Origin: flags&flagOrigin != 0, Standby: flags&flagStandby != 0}
+		if l.Origin {
+			l.FirstMSN = r.uvarint()
+		}
 		if r.err != nil {
 			return e
 		}
-		e.Streams = append(e.Streams, StreamLoad{Name: name, Viewers: viewers,
-			Origin: flags&flagOrigin != 0, Standby: flags&flagStandby != 0})
+		e.Streams = append(e.Streams, l)
 	}
 	return e
 }

@@ -119,6 +119,18 @@ func (r *Registry) HasPublisher(name string) bool {
 	return e != nil && e.publisher != nil
 }
 
+// FirstMSN reports the first media sequence number of the stream's
+// publisher, and whether it has one.
+func (r *Registry) FirstMSN(name string) (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.streams[name]
+	if e == nil || e.publisher == nil {
+		return 0, false
+	}
+	return e.publisher.FirstMSN, true
+}
+
 // Drop removes a stream that has no publisher at once, rather than at the
 // end of its grace period. Readers holding it see it gone. It reports
 // whether the stream was dropped.
@@ -171,6 +183,10 @@ type Publication struct {
 	// MediaStart is where the previous publisher's timeline ended. A new
 	// publisher continues from it, so decode times never go backwards.
 	MediaStart time.Duration
+	// FirstMSN is the media sequence number of the first segment the
+	// publication opens. Of two origins that both publish a name, the one
+	// that began later, at the higher number, took it over from the other.
+	FirstMSN uint64
 
 	r        *Registry
 	e        *entry
@@ -276,7 +292,7 @@ func (r *Registry) publish(name string, takeover, replica bool) (*Publication, e
 	e.replica = replica
 	p := &Publication{
 		Stream: e.stream, Resumed: e.published, Generation: e.gen, MediaStart: e.mediaEnd,
-		r: r, e: e, done: make(chan struct{}),
+		FirstMSN: e.stream.NextMSN(), r: r, e: e, done: make(chan struct{}),
 	}
 	p.mediaEnd.Store(int64(e.mediaEnd))
 	e.publisher = p

@@ -205,6 +205,36 @@ func TestRepublishWithinGraceKeepsStream(t *testing.T) {
 	}
 }
 
+// A publication that continues a window begins at its next media sequence
+// number: how two origins publishing one name tell which took it over.
+func TestFirstMSN(t *testing.T) {
+	r, _ := newTestRegistry(time.Minute)
+	defer r.Close()
+	if _, ok := r.FirstMSN("cam"); ok {
+		t.Fatal("FirstMSN of an unknown stream")
+	}
+	p1, _ := r.Publish("cam")
+	if first, ok := r.FirstMSN("cam"); !ok || first != 0 || p1.FirstMSN != 0 {
+		t.Fatalf("first publication: FirstMSN %d %v, want 0", first, ok)
+	}
+	p1.Cut(nil, &SegmentHeader{Start: time.Now()})
+	for i := range 3 {
+		var next *SegmentHeader
+		if i < 2 {
+			next = &SegmentHeader{Start: time.Now()}
+		}
+		p1.Cut(&Part{Duration: time.Second, Data: []byte("x")}, next)
+	}
+	p1.Close()
+	if _, ok := r.FirstMSN("cam"); ok {
+		t.Fatal("FirstMSN of a stream without a publisher")
+	}
+	p2, _ := r.Publish("cam")
+	if first, ok := r.FirstMSN("cam"); !ok || first != 3 || p2.FirstMSN != 3 {
+		t.Fatalf("continuing publication: FirstMSN %d %v, want 3", first, ok)
+	}
+}
+
 func TestRegistryClose(t *testing.T) {
 	r, _ := newTestRegistry(time.Minute)
 	p, _ := r.Publish("cam")

@@ -411,6 +411,13 @@ func (s *Stream) Seed(discSeq uint64, targetDuration int, live bool) {
 	s.publish(snap)
 }
 
+// NextMSN is the media sequence number the next segment opened gets.
+func (s *Stream) NextMSN() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nextMSN
+}
+
 // OpenSegment opens segment msn, completing the open one. It reports
 // false, changing nothing, for a segment the stream already has, unless
 // that is the open segment, still without parts, and h differs: the

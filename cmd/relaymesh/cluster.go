@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/relaymesh/relaymesh/ingest/standby"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/relay/peer"
@@ -160,6 +161,16 @@ func newCluster(n *node) (*cluster, error) {
 			Registry: n.registry, Replicas: replicas{c}, Logger: n.log,
 		}
 		n.gate.Mesh = c.standby
+		n.metrics.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "relaymesh_standby_takeovers_total",
+				Help: "Streams this origin took over from its partner.",
+			}, func() float64 { return float64(c.standby.Promotions()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "relaymesh_standby_yields_total",
+				Help: "Streams this origin, cut off while its partner took them over, yielded to the partner.",
+			}, func() float64 { return float64(c.standby.Demotions()) }),
+		)
 	}
 	c.puller = peer.NewPuller(peer.PullerConfig{
 		Endpoint: c.ep, Registry: n.registry, Directory: directory{c}, Logger: n.log,
@@ -256,7 +267,11 @@ func (c *cluster) local(n *node, relayAddr, httpAddr string) mesh.NodeState {
 		}
 		l := mesh.StreamLoad{Name: name, Viewers: viewers[name]}
 		// An encoder publishes it here: a local stream with a publisher.
-		l.Origin = n.registry.Local(name) && n.registry.HasPublisher(name)
+		l.FirstMSN, l.Origin = n.registry.FirstMSN(name)
+		l.Origin = l.Origin && n.registry.Local(name)
+		if !l.Origin {
+			l.FirstMSN = 0
+		}
 		l.Standby = c.standby != nil && c.standby.Standby(name)
 		s.Streams = append(s.Streams, l)
 	}
@@ -430,10 +445,10 @@ func (v originsView) Origins() []standby.Origin {
 		if n.Role != mesh.RoleOrigin || n.Name == self {
 			continue
 		}
-		o := standby.Origin{Name: n.Name, StandbyFor: n.StandbyFor}
+		o := standby.Origin{Name: n.Name, StandbyFor: n.StandbyFor, Publishes: map[string]uint64{}}
 		for _, s := range n.Streams {
 			if s.Origin {
-				o.Publishes = append(o.Publishes, s.Name)
+				o.Publishes[s.Name] = s.FirstMSN
 			}
 		}
 		out = append(out, o)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -89,6 +90,11 @@ func (l *playlistLog) record(body string) {
 		if err != nil {
 			l.failures = append(l.failures, fmt.Sprintf("segment %d: PROGRAM-DATE-TIME %q: %v", s.MSN, dates[s.MSN], err))
 			continue
+		}
+		if old, ok := l.segs[s.MSN]; ok && !old.pdt.Equal(pdt) {
+			// Two numberings of one stream: two origins published it.
+			l.failures = append(l.failures, fmt.Sprintf("segment %d changed its PROGRAM-DATE-TIME from %s to %s",
+				s.MSN, old.pdt.Format(time.StampMilli), pdt.Format(time.StampMilli)))
 		}
 		l.segs[s.MSN] = segRecord{msn: s.MSN, pdt: pdt, dur: s.Duration, disc: s.Discontinuity}
 	}
@@ -288,5 +294,98 @@ func TestOneOriginPerStreamName(t *testing.T) {
 	m := mustScrape(t, ctx, c, other)
 	if v := m.value(`relaymesh_ingest_refused_total{proto="rtmp",reason="live_elsewhere"}`); v < 1 {
 		t.Errorf("refusals not counted: %v", m.prefixed("relaymesh_ingest_refused_total"))
+	}
+}
+
+// freeze stops the node (SIGSTOP) for d and lets it go on (SIGCONT): a
+// stalled VM, or a partition that heals. Its connections outlive it.
+func (n *meshNode) freeze(t *testing.T, d time.Duration) {
+	t.Helper()
+	p := n.cmd.Process
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %s: %v", n.nodeName, err)
+	}
+	defer p.Signal(syscall.SIGCONT) //nolint:errcheck // it may have been killed meanwhile
+	time.Sleep(d)
+}
+
+// TestStandbyFrozenOrigins: dual publishing, and each origin in turn is
+// frozen for 5 s while its encoder connection stays open. The frozen
+// standby does not take the stream when it wakes. The frozen primary is
+// taken over, and when it wakes, still publishing, it yields to the
+// standby: one origin publishes the name, and the edge's playlist never
+// shows two numberings.
+func TestStandbyFrozenOrigins(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	ctx := testContext(t, 150*time.Second)
+	c := newHTTPClient(t)
+	a := startMeshOrigin(t, "origin-a", testClusterKey)
+	b := startMeshOrigin(t, "origin-b", testClusterKey, "--standby-for", "origin-a", "--join", a.meshAddr)
+	enc := startProc(t, "ffmpeg tee", nil, "ffmpeg", teePublisherArgs([]string{a.rtmpURL("test"), b.rtmpURL("test")}, 120)...)
+	t.Cleanup(enc.kill)
+	e := startMeshEdge(t, "edge-1", testClusterKey, a.meshAddr)
+	waitMembers(t, ctx, c, 3, a, b, e)
+	roles := func(what, primary, standby string) {
+		t.Helper()
+		eventually(t, ctx, 20*time.Second, what, func() (bool, string) {
+			code, out, _ := runCLI(t, nil, "status", "--api", e.url(""))
+			var pRow, sRow string
+			for _, row := range strings.Split(out, "\n") {
+				switch {
+				case strings.HasPrefix(row, primary):
+					pRow = row
+				case strings.HasPrefix(row, standby):
+					sRow = row
+				}
+			}
+			return code == 0 && strings.Contains(pRow, "test(0, primary)") && strings.Contains(sRow, "test(0, standby)"), out
+		})
+	}
+	roles("origin-a primary, origin-b standing by", "origin-a", "origin-b")
+	waitPlaylist(t, ctx, c, e.url("/live/test/media.m3u8"), "a complete segment on the edge", hasComplete(2))
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch := watchPlaylist(wctx, c, e.url("/live/test/media.m3u8?rmsid=00000000000000ef"))
+	time.Sleep(time.Second)
+	pl := getPlaylist(t, ctx, c, e.url("/live/test/media.m3u8"))
+	before := pl.complete()[len(pl.complete())-1].MSN
+
+	b.freeze(t, 5*time.Second)
+	time.Sleep(4 * time.Second)
+	if lines := b.logLines("took over the stream"); len(lines) != 0 {
+		t.Errorf("the standby took the stream over when it woke, from a live primary: %q", lines)
+	}
+	roles("origin-a still primary after origin-b woke", "origin-a", "origin-b")
+
+	a.freeze(t, 5*time.Second)
+	if lines := b.logLines("took over the stream"); len(lines) != 1 {
+		t.Errorf("origin-b took over %d times while origin-a was frozen, want once", len(lines))
+	}
+	a.waitLog(t, 20*time.Second, "origin-a yielding", func(line string) bool {
+		return strings.Contains(line, "it stands by now") && strings.Contains(line, "stream=test")
+	})
+	roles("origin-b primary, origin-a standing by", "origin-b", "origin-a")
+	time.Sleep(4 * time.Second)
+	stopWatch()
+
+	last, discs, gap, problems := watch.continuity(before)
+	t.Logf("edge-1's playlist from segment %d: through %d, %d discontinuities, media missing at the switch %v", before, last, discs, gap)
+	for _, pr := range problems {
+		t.Error(pr)
+	}
+	if last < before+8 {
+		t.Errorf("edge-1's playlist reached segment %d, want several past %d", last, before)
+	}
+	if discs > 1 || gap > time.Second {
+		t.Errorf("%d discontinuities and %v of media missing, want at most one and 1 s", discs, gap)
+	}
+	watch.mu.Lock()
+	if len(watch.failures) > 0 {
+		t.Errorf("edge-1's playlist: %q", watch.failures)
+	}
+	watch.mu.Unlock()
+	if v := mustScrape(t, ctx, c, a).value("relaymesh_standby_yields_total"); v != 1 {
+		t.Errorf("origin-a yielded %g times, want 1", v)
 	}
 }

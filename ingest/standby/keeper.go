@@ -14,8 +14,10 @@ import (
 // Origin is another origin of the mesh, as gossip describes it.
 type Origin struct {
 	Name       string
-	StandbyFor string   // its --standby-for
-	Publishes  []string // streams an encoder publishes there
+	StandbyFor string // its --standby-for
+	// Publishes lists the streams an encoder publishes there, each with the
+	// media sequence number its publication began at.
+	Publishes map[string]uint64
 }
 
 // Mesh is the mesh as a Keeper reads it.
@@ -60,6 +62,7 @@ type Keeper struct {
 	held       map[string]*heldStream
 	kept       map[string]bool
 	promotions int64
+	demotions  int64
 }
 
 type heldStream struct {
@@ -92,13 +95,16 @@ func (k *Keeper) partner(origins []Origin) string {
 func (k *Keeper) facts(stream string, origins []Origin) Facts {
 	f := Facts{Partner: k.partner(origins), Standby: k.StandbyFor != ""}
 	for _, o := range origins {
-		publishes := slices.Contains(o.Publishes, stream)
+		first, publishes := o.Publishes[stream]
 		switch {
 		case o.Name == f.Partner:
-			f.PartnerAlive, f.PartnerPublishes = true, publishes
+			f.PartnerAlive, f.PartnerPublishes, f.PartnerFirstMSN = true, publishes, first
 		case publishes:
 			f.Elsewhere = o.Name
 		}
+	}
+	if k.Gate.Publishing(stream) != nil {
+		f.FirstMSN, f.Publishes = k.Registry.FirstMSN(stream)
 	}
 	f.Replica = k.Registry.Get(stream) != nil && !k.Registry.Local(stream)
 	if f.Replica {
@@ -151,6 +157,13 @@ func (k *Keeper) Promotions() int64 {
 	return k.promotions
 }
 
+// Demotions counts the streams this origin yielded to its partner.
+func (k *Keeper) Demotions() int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.demotions
+}
+
 // Run applies the decisions every tick until ctx ends.
 func (k *Keeper) Run(ctx context.Context) error {
 	t := time.NewTicker(tick)
@@ -173,7 +186,9 @@ func (k *Keeper) step(ctx context.Context) {
 	var streams []string
 	for _, o := range origins {
 		if o.Name == partner {
-			streams = append(streams, o.Publishes...)
+			for s := range o.Publishes {
+				streams = append(streams, s)
+			}
 		}
 	}
 	k.mu.Lock()
@@ -190,6 +205,8 @@ func (k *Keeper) step(ctx context.Context) {
 		f := k.facts(s, origins)
 		k.track(s, f)
 		switch {
+		case Yield(f):
+			k.yield(s, f)
 		case Promote(f):
 			k.promote(ctx, s, f)
 		case Keep(f):
@@ -236,6 +253,27 @@ func (k *Keeper) release(ctx context.Context, stream string, f Facts) {
 			k.log().Warn("standby: could not stop a replica", "stream", stream, "err", err)
 		}
 	}
+}
+
+// yield sets aside this origin's encoder of a stream its partner took
+// over: the session is held, and the local window goes, so that the next
+// step keeps a replica of the partner's.
+func (k *Keeper) yield(stream string, f Facts) {
+	s := k.Gate.Publishing(stream)
+	if s == nil {
+		return
+	}
+	if err := s.Demote(); err != nil {
+		k.log().Error("standby: cannot yield the stream to the partner", "stream", stream, "partner", f.Partner, "err", err)
+		return
+	}
+	k.Registry.Drop(stream)
+	k.mu.Lock()
+	k.demotions++
+	k.held[stream] = &heldStream{since: time.Now(), partnerPublished: true}
+	k.mu.Unlock()
+	k.log().Warn("standby: the partner took the stream over while this origin was cut off; it stands by now",
+		"stream", stream, "partner", f.Partner, "first_msn", f.FirstMSN, "partner_first_msn", f.PartnerFirstMSN)
 }
 
 // promote makes this origin publish a stream it held: it continues its

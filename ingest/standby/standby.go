@@ -14,11 +14,15 @@
 //
 // A partner that comes back does not take a stream back: while the other
 // origin publishes it, a publish to the partner is held, and the pair has
-// changed roles for that stream. One live publication per stream name
+// changed roles for that stream. A partner that was only cut off (frozen,
+// or partitioned from the standby) and still publishes when it is back
+// yields: of two partners publishing a name, the one whose publication
+// began at the lower media sequence number was taken over, and sets its
+// encoder aside as the new standby. One live publication per stream name
 // across the mesh: an origin that is not the publisher's partner refuses
 // the name.
 //
-// The decisions (Claim, Promote) are pure functions of Facts, tested from
+// The decisions (Claim, Promote, Keep, Yield) are pure functions of Facts, tested from
 // tables; Keeper applies them, every tick and at each publish.
 package standby
 
@@ -49,6 +53,13 @@ type Facts struct {
 	// PartnerPublished: the partner was seen publishing the stream while
 	// this origin held it.
 	PartnerPublished bool
+	// PartnerFirstMSN: where the partner's publication began (its media
+	// sequence number), when it publishes.
+	PartnerFirstMSN uint64
+	// Publishes: an encoder publishes the stream here (not held), since
+	// FirstMSN.
+	Publishes bool
+	FirstMSN  uint64
 	// Elsewhere names another origin, not the partner, that publishes the
 	// stream, or is "".
 	Elsewhere string
@@ -108,4 +119,16 @@ func Promote(f Facts) bool {
 // partner publishes it.
 func Keep(f Facts) bool {
 	return f.Partner != "" && f.PartnerAlive && f.PartnerPublishes
+}
+
+// Yield decides whether an origin that publishes a stream sets its encoder
+// aside because its partner publishes it too: both did, after one was cut
+// off and the other took over. The publication that began later, at the
+// higher media sequence number, is the takeover and stays; on a tie (both
+// began the show at once) the configured standby yields.
+func Yield(f Facts) bool {
+	if !f.Publishes || f.Partner == "" || !f.PartnerAlive || !f.PartnerPublishes {
+		return false
+	}
+	return f.PartnerFirstMSN > f.FirstMSN || (f.PartnerFirstMSN == f.FirstMSN && f.Standby)
 }

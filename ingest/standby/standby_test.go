@@ -84,3 +84,30 @@ func TestKeep(t *testing.T) {
 		}
 	}
 }
+
+func TestYield(t *testing.T) {
+	both := func(f Facts) Facts {
+		f.Partner, f.PartnerAlive, f.PartnerPublishes, f.Publishes = "b", true, true, true
+		return f
+	}
+	for _, tc := range []struct {
+		name string
+		f    Facts
+		want bool
+	}{
+		{"nobody else publishes", Facts{Partner: "b", PartnerAlive: true, Publishes: true, FirstMSN: 3}, false},
+		{"held here, not published", Facts{Partner: "b", PartnerAlive: true, PartnerPublishes: true, Held: true}, false},
+		{"the partner took over while this origin was frozen", both(Facts{FirstMSN: 0, PartnerFirstMSN: 40}), true},
+		{"this origin took over; the partner, back, yields", both(Facts{FirstMSN: 40, PartnerFirstMSN: 0}), false},
+		{"both began the show at once: the configured standby yields", both(Facts{Standby: true}), true},
+		{"... and the primary stays", both(Facts{}), false},
+		{"the partner is gone", Facts{Partner: "b", PartnerPublishes: true, Publishes: true, PartnerFirstMSN: 9}, false},
+		{"no partner", Facts{Publishes: true, PartnerPublishes: true, PartnerAlive: true, PartnerFirstMSN: 9}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Yield(tc.f); got != tc.want {
+				t.Fatalf("Yield(%+v) = %v, want %v", tc.f, got, tc.want)
+			}
+		})
+	}
+}

@@ -318,8 +318,16 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 	failed := map[string]time.Time{} // upstreams that just failed us
 	var current string
 	var orphaned time.Time // when the last holder was lost
+	var again *Upstream    // an upstream to subscribe to again at once
+	retried := map[string]time.Time{}
 	for ctx.Err() == nil {
-		up, ok := p.connect(ctx, name, failed, pl.holdersOnly)
+		var up Upstream
+		ok := true
+		if again != nil {
+			up, again = *again, nil
+		} else {
+			up, ok = p.connect(ctx, name, failed, pl.holdersOnly)
+		}
 		if !ok {
 			select {
 			case <-pl.ready:
@@ -362,7 +370,7 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 			markReady()
 		}
 		err := p.cfg.Endpoint.Subscribe(sctx, up.Name, up.Addr, pub, from, attached)
-		pl.cutSince.CompareAndSwap(0, time.Now().UnixNano())
+		fed := pl.cutSince.CompareAndSwap(0, time.Now().UnixNano())
 		cancelSub(nil)
 		watch.Wait()
 		if ctx.Err() != nil {
@@ -382,6 +390,16 @@ func (p *Puller) run(ctx context.Context, name string, pub *relay.Publication, p
 			// Viewers lose this window; the next request starts afresh.
 			log.Warn("the stream restarted upstream; dropping this node's copy", "upstream", up.Name)
 			return
+		}
+		if fed && p.isPinned(name) && time.Since(retried[up.Name]) > 2*time.Second {
+			// A standby's replica of its partner: a connection that timed
+			// out while this node was stalled (a pause, a frozen VM) does
+			// not mean the partner is gone. Ask it again before the Cut
+			// counts against it; a dead one answers nothing meanwhile.
+			retried[up.Name] = time.Now()
+			again = &up
+			log.Warn("upstream lost; subscribing to it again", "upstream", up.Name, "err", err)
+			continue
 		}
 		failed[up.Name] = time.Now()
 		log.Warn("upstream lost; choosing another", "upstream", up.Name, "err", err)

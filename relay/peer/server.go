@@ -290,7 +290,7 @@ type sender struct {
 	seg     *quic.SendStream // the open segment stream
 	segMSN  uint64
 	segHdr  wire.SegmentStart // what seg was opened with
-	sentMSN uint64 // segments up to here are done
+	sentMSN uint64            // segments up to here are done
 	started bool
 }
 
