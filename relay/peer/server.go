@@ -11,6 +11,7 @@ package peer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -416,6 +417,12 @@ func (s *sender) skip(err error) {
 	s.seg = nil
 	if s.c.qc.Context().Err() != nil {
 		return // the subscriber went away; nothing was too slow
+	}
+	if se := (*quic.StreamError)(nil); errors.As(err, &se) && se.Remote {
+		// The subscriber cancelled the segment: it is leaving, or moving
+		// to another upstream.
+		s.log.Debug("relay subscriber cancelled a segment", "msn", s.segMSN, "err", err)
+		return
 	}
 	s.log.Warn("relay subscriber too slow; dropped a segment", "msn", s.segMSN, "err", err)
 }
