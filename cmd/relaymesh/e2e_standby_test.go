@@ -127,6 +127,30 @@ func (l *playlistLog) continuity(from uint64) (last uint64, discs int, worstGap 
 	return last, discs, worstGap, problems
 }
 
+// requireOneTakeover checks what node's playlist listed from segment from
+// on: consecutive numbers through at least reach, at most one
+// discontinuity with at most 1 s of media missing, one numbering, and no
+// failed request.
+func (l *playlistLog) requireOneTakeover(t *testing.T, node string, from, reach uint64) {
+	t.Helper()
+	last, discs, gap, problems := l.continuity(from)
+	t.Logf("%s's playlist from segment %d: through %d, %d discontinuities, media missing at the switch %v", node, from, last, discs, gap)
+	for _, pr := range problems {
+		t.Error(pr)
+	}
+	if last < reach {
+		t.Errorf("%s's playlist reached segment %d, want %d or more", node, last, reach)
+	}
+	if discs > 1 || gap > time.Second {
+		t.Errorf("%d discontinuities and %v of media missing, want at most one and 1 s", discs, gap)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.failures) > 0 {
+		t.Errorf("%s's playlist: %q", node, l.failures)
+	}
+}
+
 // TestStandbyDualPublishing: an encoder publishes to a primary and to its
 // standby at once, and hls.js plays edge-2, two hops away (edge-2 relays
 // through edge-1). The primary is killed (SIGKILL). The standby takes the
@@ -177,22 +201,7 @@ func TestStandbyDualPublishing(t *testing.T) {
 	time.Sleep(8 * time.Second)
 	stopWatch()
 
-	last, discs, gap, problems := watch.continuity(before)
-	t.Logf("edge-2's playlist from segment %d: through %d, %d discontinuities, media missing at the switch %v", before, last, discs, gap)
-	for _, pr := range problems {
-		t.Error(pr)
-	}
-	if last < before+4 {
-		t.Errorf("edge-2's playlist reached segment %d, want several past %d", last, before)
-	}
-	if discs > 1 || gap > time.Second {
-		t.Errorf("%d discontinuities and %v of media missing, want at most one and 1 s", discs, gap)
-	}
-	watch.mu.Lock()
-	if len(watch.failures) > 0 {
-		t.Errorf("playlist requests on edge-2 failed: %q", watch.failures)
-	}
-	watch.mu.Unlock()
+	watch.requireOneTakeover(t, "edge-2", before, before+4)
 	s1 := b2.mustStats(t)
 	stall := time.Duration((s1.StalledMs - s0.StalledMs) * float64(time.Millisecond))
 	t.Logf("hls.js on edge-2: %d waiting events, stalled %v, errors %q", s1.Waiting-s0.Waiting, stall.Round(time.Millisecond), s1.Errors)
@@ -369,22 +378,7 @@ func TestStandbyFrozenOrigins(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	stopWatch()
 
-	last, discs, gap, problems := watch.continuity(before)
-	t.Logf("edge-1's playlist from segment %d: through %d, %d discontinuities, media missing at the switch %v", before, last, discs, gap)
-	for _, pr := range problems {
-		t.Error(pr)
-	}
-	if last < before+8 {
-		t.Errorf("edge-1's playlist reached segment %d, want several past %d", last, before)
-	}
-	if discs > 1 || gap > time.Second {
-		t.Errorf("%d discontinuities and %v of media missing, want at most one and 1 s", discs, gap)
-	}
-	watch.mu.Lock()
-	if len(watch.failures) > 0 {
-		t.Errorf("edge-1's playlist: %q", watch.failures)
-	}
-	watch.mu.Unlock()
+	watch.requireOneTakeover(t, "edge-1", before, before+8)
 	if v := mustScrape(t, ctx, c, a).value("relaymesh_standby_yields_total"); v != 1 {
 		t.Errorf("origin-a yielded %g times, want 1", v)
 	}
