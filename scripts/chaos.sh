@@ -217,29 +217,13 @@ stamp() {
 	fi
 }
 
-echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
-if [[ -n $RELAYMESH ]]; then
-	echo "== building viewers (relaymesh: $RELAYMESH)"
-	cp "$RELAYMESH" "$tmp/relaymesh"
-else
-	echo "== building relaymesh and viewers"
-	go build -o "$tmp/relaymesh" ./cmd/relaymesh
-fi
-go build -o "$tmp/viewers" ./scripts/viewers
-if ! "$tmp/relaymesh" origin --help 2>&1 | grep -q -- '--standby-for'; then
-	echo "chaos: this relaymesh has no --standby-for: the drill needs a standby origin" >&2
-	exit 1
-fi
+build_tools
 
 # Ports: http, mesh, relay for each node, rtmp for each origin, and the
 # encoder's two local copies (UDP; freeport checks TCP, and nothing else
 # here uses UDP below the ephemeral range but the nodes, on these ports).
 nodes=(origin-a origin-b edge-1 edge-2 edge-3)
-ports=()
-while ((${#ports[@]} < 19)); do
-	p=$(freeport)
-	[[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
-done
+freeports 19
 declare -A node_http node_mesh node_relay node_rtmp node_pid node_role uplink_pid
 i=0
 for n in "${nodes[@]}"; do

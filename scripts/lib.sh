@@ -42,6 +42,31 @@ freeport() {
 	return 1
 }
 
+# freeports N sets the array $ports to N distinct free ports (freeport).
+freeports() {
+	local p
+	ports=()
+	while ((${#ports[@]} < $1)); do
+		p=$(freeport) || return 1
+		[[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+	done
+}
+
+# build_tools puts relaymesh ($RELAYMESH if set, else built from
+# ./cmd/relaymesh) and scripts/viewers into $tmp, after noting the load
+# average: other work on this machine skews every figure.
+build_tools() {
+	echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
+	if [[ -n ${RELAYMESH:-} ]]; then
+		echo "== building viewers (relaymesh: $RELAYMESH)"
+		cp "$RELAYMESH" "$tmp/relaymesh"
+	else
+		echo "== building relaymesh and viewers"
+		go build -o "$tmp/relaymesh" ./cmd/relaymesh
+	fi
+	go build -o "$tmp/viewers" ./scripts/viewers
+}
+
 # seconds turns a go duration of whole seconds or minutes (30s, 1m, 45) into
 # seconds.
 seconds() {

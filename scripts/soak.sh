@@ -21,7 +21,7 @@
 # /proc/PID/fd when absent), the node's viewers (relaymesh_node_viewers)
 # and its CPU since the previous sample; it prints one line per sample,
 # with the viewers' running totals, and appends the rows to a TSV (copied
-# to OUT if set; the temp dir goes on exit). At the end it prints the
+# to OUT after every sample if set; the temp dir goes on exit). At the end it prints the
 # table, then for each node the first sample at or after WARMUP against
 # the last, with the % change, and the maximum after WARMUP; the viewers'
 # summary; and one line for docs/benchmarks.md:
@@ -96,27 +96,10 @@ push_s=$((duration_s + 120))
 
 bench_init soak
 
-echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
-
-if [[ -n $RELAYMESH ]]; then
-	echo "== building viewers (relaymesh: $RELAYMESH)"
-	cp "$RELAYMESH" "$tmp/relaymesh"
-else
-	echo "== building relaymesh and viewers"
-	go build -o "$tmp/relaymesh" ./cmd/relaymesh
-fi
-go build -o "$tmp/viewers" ./scripts/viewers
-if ! "$tmp/relaymesh" edge --help 2>&1 | grep -q -- '--steering-ttl'; then
-	echo "soak: this relaymesh has no --steering-ttl: the drill needs content steering" >&2
-	exit 1
-fi
+build_tools
 
 # Ports: origin http, rtmp, mesh, relay; then http, mesh, relay per edge.
-ports=()
-while ((${#ports[@]} < 10)); do
-	p=$(freeport)
-	[[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
-done
+freeports 10
 origin_mesh=${ports[2]} rtmp_port=${ports[1]}
 key="soak-$RANDOM$RANDOM"
 nodes=(origin edge-1 edge-2)
@@ -239,6 +222,8 @@ while kill -0 "$viewers_pid" 2>/dev/null; do
 			exit 1
 		}
 		sample "$next"
+		# OUT keeps the samples so far should the drill be cut short.
+		[[ -z $OUT ]] || cp "$samples" "$OUT"
 		# A slow sample skips the slots it overran.
 		while ((next <= duration_s && el_ms >= next * 1000)); do
 			next=$((next + sample_s))

@@ -34,7 +34,9 @@
 # (default 60s), DURATION (default 100s, 10s..1h, at least RAMP), EDGE2_AT
 # and EDGE3_AT (default 20s and 40s, before DURATION), CAPACITY (viewers
 # per node, default 120), STEERING_TTL (whole seconds, default 3s), FFMPEG
-# (default ffmpeg), VIEWERS_FLAGS (extra scripts/viewers flags, e.g. -v).
+# (default ffmpeg), RELAYMESH (a relaymesh binary to use instead of
+# building ./cmd/relaymesh), VIEWERS_FLAGS (extra scripts/viewers flags,
+# e.g. -v).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -78,22 +80,10 @@ push_s=$((duration_s + 90))
 
 bench_init surge
 
-echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
-
-echo "== building relaymesh and viewers"
-go build -o "$tmp/relaymesh" ./cmd/relaymesh
-go build -o "$tmp/viewers" ./scripts/viewers
-if ! "$tmp/relaymesh" edge --help 2>&1 | grep -q -- '--steering-ttl'; then
-	echo "surge: this relaymesh has no --steering-ttl: the drill needs content steering" >&2
-	exit 1
-fi
+build_tools
 
 # Ports: origin http, rtmp, mesh, relay; then http, mesh, relay per edge.
-ports=()
-while ((${#ports[@]} < 13)); do
-	p=$(freeport)
-	[[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
-done
+freeports 13
 origin_http=${ports[0]} rtmp_port=${ports[1]} origin_mesh=${ports[2]} origin_relay=${ports[3]}
 key="surge-$RANDOM$RANDOM"
 ttl="${ttl_s}s"
