@@ -16,20 +16,23 @@
 # connections, a new session), for DURATION.
 #
 # Every SAMPLE (from the viewers' start, the last one at DURATION) it
-# takes, on every node: RSS (VmRSS of /proc/PID/status), goroutines
-# (go_goroutines of the node's /metrics), open files (process_open_fds;
-# /proc/PID/fd when absent), the node's viewers (relaymesh_node_viewers)
-# and its CPU since the previous sample; it prints one line per sample,
-# with the viewers' running totals, and appends the rows to a TSV (copied
-# to OUT after every sample if set; the temp dir goes on exit). At the end it prints the
-# table, then for each node the first sample at or after WARMUP against
-# the last, with the % change, and the maximum after WARMUP; the viewers'
+# takes, on every node: RSS (VmRSS of /proc/PID/status), the Go heap in
+# use (go_memstats_heap_inuse_bytes of the node's /metrics), goroutines
+# (go_goroutines), open files (process_open_fds; /proc/PID/fd when
+# absent), the node's viewers (relaymesh_node_viewers) and its CPU since
+# the previous sample; it prints one line per sample, with the viewers'
+# running totals, and appends the rows to a TSV (copied to OUT after every
+# sample if set; the temp dir goes on exit). At the end it prints the
+# table, then for each node the mean of the first samples at or after
+# WARMUP against the mean of the last (a third of the samples, at most 5,
+# each: one sample of RSS lands anywhere on the garbage collector's
+# sawtooth), with the % change and the maximum after WARMUP; the viewers'
 # summary; and one line for docs/benchmarks.md:
 #
-#   soak duration=30m warmup=2m viewers=60 lifetime=60s capacity=50 joined=... left=... stalls=0 stall_s=0.00 errors=0 origin_rss_mb=21.0→21.3(+1.4%,max_21.9) origin_goroutines=48→48(+0.0%,max_52) origin_fds=25→25 edge-1_...
+#   soak duration=30m warmup=2m viewers=60 lifetime=60s capacity=50 joined=... left=... stalls=0 stall_s=0.00 errors=0 sheds=0 origin_rss_mb=32.8→33.9(+3.4%,max_34.3) origin_heap_mb=... origin_goroutines=77→81(+5.4%,max_90) origin_fds=51→55(+8.2%,max_64) edge-1_...
 #
-# A line starting "soak: WARNING" follows when a node's RSS or goroutines
-# grew more than 10 % from the first sample after warm-up to the last (a
+# A line starting "soak: WARNING" follows when a node's RSS, Go heap or
+# goroutines grew more than 10 % between those means (a
 # finding, not a failure). The script exits non-zero only when the drill
 # could not run: a build, a node, ffmpeg or the viewers failed, or a node
 # or ffmpeg stopped during the drill.
@@ -174,10 +177,10 @@ jf() {
 # sample T: takes every node's figures at T seconds into the drill,
 # appends a row per node to the TSV and prints one line.
 samples="$tmp/soak-samples.tsv"
-printf 't_s\tnode\trss_kb\tgoroutines\topen_fds\tnode_viewers\tcpu_pct\n' >"$samples"
+printf 't_s\tnode\trss_kb\tgoroutines\topen_fds\tnode_viewers\tcpu_pct\theap_kb\n' >"$samples"
 declare -A last_ticks last_ns
 sample() {
-	local t=$1 n pid m rss gor fds vw ticks ns cpu cpu_h line="" v
+	local t=$1 n pid m rss gor fds vw heap ticks ns cpu cpu_h line="" v
 	for n in "${nodes[@]}"; do
 		pid=${node_pid[$n]}
 		kill -0 "$pid" 2>/dev/null || died "$n"
@@ -185,6 +188,8 @@ sample() {
 		[[ -n $m ]] || echo "soak: $n's /metrics did not answer at +${t}s" >&2
 		rss=$(rss_kb "$pid") gor=$(metric go_goroutines <<<"$m")
 		fds=$(metric process_open_fds <<<"$m") vw=$(metric relaymesh_node_viewers <<<"$m")
+		heap=$(metric go_memstats_heap_inuse_bytes <<<"$m")
+		[[ -z $heap ]] || heap=$(awk -v b="$heap" 'BEGIN { printf "%d", b / 1024 }')
 		[[ -n $fds ]] || fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
 		ticks=$(cpu_ticks "$pid") ns=$(date +%s%N)
 		cpu=NA cpu_h='?'
@@ -193,8 +198,8 @@ sample() {
 			cpu_h=$cpu%
 		fi
 		last_ticks[$n]=$ticks last_ns[$n]=$ns
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$n" "${rss:-NA}" "${gor:-NA}" "${fds:-NA}" "${vw:-NA}" "$cpu" >>"$samples"
-		line+=" | $n $(awk -v k="${rss:-0}" 'BEGIN { printf "%.1f", k / 1024 }')MB gor=${gor:-?} fds=${fds:-?} viewers=${vw:-?} cpu=$cpu_h"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$n" "${rss:-NA}" "${gor:-NA}" "${fds:-NA}" "${vw:-NA}" "$cpu" "${heap:-NA}" >>"$samples"
+		line+=" | $n $(awk -v k="${rss:-0}" -v h="${heap:-0}" 'BEGIN { printf "%.1fMB heap=%.1fMB", k / 1024, h / 1024 }') gor=${gor:-?} fds=${fds:-?} viewers=${vw:-?} cpu=$cpu_h"
 	done
 	# The viewers' running totals, from their latest JSON report.
 	v=$(tail -n 1 "$tmp/viewers.jsonl" 2>/dev/null || true)
@@ -258,38 +263,55 @@ column -t -s $'\t' "$samples" | sed 's/^/  /'
 # field NAME: a name=value of the viewers' summary line.
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$summary"; }
 
-# The comparison, per node, in awk: the first sample at or after the
-# warm-up, the last, and the maximum after the warm-up. It prints a human
-# line, then "piece" (for the summary line) and "warn" lines.
+# The comparison, per node, in awk. One sample of RSS or heap lands
+# anywhere on the garbage collector's sawtooth, so it compares means: of
+# the first W samples at or after the warm-up against the last W (W = a
+# third of them, 1..5), with the maximum after the warm-up. It prints a
+# human line, then "piece" (for the summary line) and "warn" lines.
 analysis=$(awk -F'\t' -v warm="$warmup_s" -v order="${nodes[*]}" '
 NR == 1 { next }
 $1 >= warm {
 	n = $2
-	for (c = 3; c <= 5; c++) {
-		if ($c == "NA") continue
-		if (!((n, c) in first)) first[n, c] = $c
-		last[n, c] = $c
-		if (!((n, c) in mx) || $c + 0 > mx[n, c]) mx[n, c] = $c + 0
-	}
-	if ($6 != "NA") { if (!(n in v0)) v0[n] = $6; v1[n] = $6 }
+	k[n]++
+	for (c = 3; c <= 8; c++) v[n, c, k[n]] = $c
+}
+# mean(n, c, from, to): the mean of column c over samples from..to, "NA"
+# when none has it.
+function mean(n, c, from, to,   i, s, m) {
+	for (i = from; i <= to; i++) if (v[n, c, i] != "NA") { s += v[n, c, i]; m++ }
+	return m ? s / m : "NA"
+}
+function top(n, c,   i, x) {
+	for (i = 1; i <= k[n]; i++) if (v[n, c, i] != "NA" && (x == "" || v[n, c, i] + 0 > x)) x = v[n, c, i] + 0
+	return x == "" ? "NA" : x
 }
 function pct(a, b) { return a > 0 ? (b - a) * 100 / a : 0 }
+# fig(name, a, b, m, div, fmt): "a→b(+p%,max_m)" with the values divided by div.
+function fig(a, b, m, div, fmt) {
+	if (a == "NA" || b == "NA") return "NA"
+	return sprintf(fmt "→" fmt "(%+.1f%%,max_" fmt ")", a / div, b / div, pct(a, b), m / div)
+}
 END {
 	split(order, ns, " ")
 	for (i = 1; i in ns; i++) {
 		n = ns[i]
-		if (!((n, 3) in first) || !((n, 4) in first)) { print "missing " n; continue }
-		r0 = first[n, 3] / 1024; r1 = last[n, 3] / 1024; rm = mx[n, 3] / 1024
-		g0 = first[n, 4]; g1 = last[n, 4]; gm = mx[n, 4]
-		f0 = ((n, 5) in first) ? first[n, 5] : "NA"; f1 = ((n, 5) in last) ? last[n, 5] : "NA"
-		printf "human   %s: RSS %.1f → %.1f MB (%+.1f%%), max %.1f MB; goroutines %d → %d (%+.1f%%), max %d; open files %s → %s; node viewers %s → %s\n",
-			n, r0, r1, pct(r0, r1), rm, g0, g1, pct(g0, g1), gm, f0, f1, v0[n], v1[n]
-		printf "piece %s_rss_mb=%.1f→%.1f(%+.1f%%,max_%.1f) %s_goroutines=%d→%d(%+.1f%%,max_%d) %s_fds=%s→%s\n",
-			n, r0, r1, pct(r0, r1), rm, n, g0, g1, pct(g0, g1), gm, n, f0, f1
+		if (!(n in k) || mean(n, 3, 1, k[n]) == "NA" || mean(n, 4, 1, k[n]) == "NA") { print "missing " n; continue }
+		w = int(k[n] / 3); if (w < 1) w = 1; if (w > 5) w = 5
+		r0 = mean(n, 3, 1, w); r1 = mean(n, 3, k[n] - w + 1, k[n])
+		h0 = mean(n, 8, 1, w); h1 = mean(n, 8, k[n] - w + 1, k[n])
+		g0 = mean(n, 4, 1, w); g1 = mean(n, 4, k[n] - w + 1, k[n])
+		f0 = mean(n, 5, 1, w); f1 = mean(n, 5, k[n] - w + 1, k[n])
+		rss = fig(r0, r1, top(n, 3), 1024, "%.1f"); heap = fig(h0, h1, top(n, 8), 1024, "%.1f")
+		gor = fig(g0, g1, top(n, 4), 1, "%.0f"); fds = fig(f0, f1, top(n, 5), 1, "%.0f")
+		printf "human   %s: RSS MB %s; Go heap in use MB %s; goroutines %s; open files %s; node viewers %s → %s\n",
+			n, rss, heap, gor, fds, v[n, 6, 1], v[n, 6, k[n]]
+		printf "piece %s_rss_mb=%s %s_heap_mb=%s %s_goroutines=%s %s_fds=%s\n", n, rss, n, heap, n, gor, n, fds
 		if (pct(r0, r1) > 10)
-			printf "warn soak: WARNING: %s RSS grew %.1f%% after warm-up (%.1f → %.1f MB), more than 10%%\n", n, pct(r0, r1), r0, r1
+			printf "warn soak: WARNING: %s RSS grew %.1f%% after warm-up (mean %.1f → %.1f MB), more than 10%%\n", n, pct(r0, r1), r0 / 1024, r1 / 1024
+		if (h0 != "NA" && h1 != "NA" && pct(h0, h1) > 10)
+			printf "warn soak: WARNING: %s Go heap grew %.1f%% after warm-up (mean %.1f → %.1f MB), more than 10%%\n", n, pct(h0, h1), h0 / 1024, h1 / 1024
 		if (pct(g0, g1) > 10)
-			printf "warn soak: WARNING: %s goroutines grew %.1f%% after warm-up (%d → %d), more than 10%%\n", n, pct(g0, g1), g0, g1
+			printf "warn soak: WARNING: %s goroutines grew %.1f%% after warm-up (mean %.0f → %.0f), more than 10%%\n", n, pct(g0, g1), g0, g1
 	}
 }' "$samples")
 if grep -q '^missing ' <<<"$analysis"; then
@@ -297,7 +319,7 @@ if grep -q '^missing ' <<<"$analysis"; then
 	exit 1
 fi
 
-echo "== after warm-up (first sample at or after +${warmup_s}s vs the last; max after warm-up)"
+echo "== after warm-up (mean of the first samples at or after +${warmup_s}s → mean of the last; max after warm-up)"
 sed -n 's/^human /  /p' <<<"$analysis"
 echo "== viewers"
 echo "  $summary"
