@@ -45,6 +45,10 @@ type Replicas interface {
 // tick is how often a Keeper looks at the mesh.
 const tick = 100 * time.Millisecond
 
+// paused is a gap between ticks that means this process was paused, not
+// merely busy.
+const paused = time.Second
+
 // Keeper applies the standby decisions at one origin: it implements
 // ingest.Claimer for the node's Gate, keeps replicas of the partner's
 // streams and promotes held encoders. Its zero value is not usable: set
@@ -59,6 +63,7 @@ type Keeper struct {
 	Logger     *slog.Logger
 
 	mu         sync.Mutex
+	woke       time.Time // when a pause of this process last ended; zero if none was seen
 	held       map[string]*heldStream
 	kept       map[string]bool
 	promotions int64
@@ -106,6 +111,11 @@ func (k *Keeper) facts(stream string, origins []Origin) Facts {
 	if k.Gate.Publishing(stream) != nil {
 		f.FirstMSN, f.Publishes = k.Registry.FirstMSN(stream)
 	}
+	k.mu.Lock()
+	if !k.woke.IsZero() {
+		f.SincePause = time.Since(k.woke)
+	}
+	k.mu.Unlock()
 	f.Replica = k.Registry.Get(stream) != nil && !k.Registry.Local(stream)
 	if f.Replica {
 		// Only a replica the partner fed says, by being cut, that the
@@ -168,13 +178,21 @@ func (k *Keeper) Demotions() int64 {
 func (k *Keeper) Run(ctx context.Context) error {
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		if now := time.Now(); now.Sub(last) > paused {
+			k.log().Warn("standby: this node was paused; a relay cut counts from now", "paused_for", now.Sub(last).Round(time.Millisecond))
+			k.mu.Lock()
+			k.woke = now
+			k.mu.Unlock()
+		}
 		k.step(ctx)
+		last = time.Now()
 	}
 }
 

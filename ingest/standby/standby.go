@@ -68,6 +68,11 @@ type Facts struct {
 	// ReplicaCut is how long this node's replica has been without its
 	// upstream (0 while it is fed).
 	ReplicaCut time.Duration
+	// SincePause is how long this node has run since it was last paused
+	// (a SIGSTOP, a frozen VM, a starved process), or 0 if it has not
+	// been: its connections time out on waking, which says nothing about
+	// the partner.
+	SincePause time.Duration
 	// Held: this origin holds an encoder's copy of the stream, and for
 	// how long.
 	Held    bool
@@ -100,19 +105,29 @@ const Cut = 300 * time.Millisecond
 // Promote decides whether an origin holding an encoder's copy of a stream
 // starts publishing it: when its partner has died, or has stopped
 // publishing the stream, or, alive, has not published it within Settle; or
-// when its replica has been cut from the primary for Cut.
+// when its replica has been cut from the primary for Cut, counted from
+// when this node was last paused.
 func Promote(f Facts) bool {
 	switch {
 	case !f.Held || f.Elsewhere != "":
 		return false
 	case f.Partner == "" || !f.PartnerAlive:
 		return true
-	case f.Replica && f.PartnerPublished && f.ReplicaCut >= Cut:
+	case f.Replica && f.PartnerPublished && cutSincePause(f) >= Cut:
 		return true
 	case f.PartnerPublishes:
 		return false
 	}
 	return f.PartnerPublished || f.HeldFor >= Settle
+}
+
+// cutSincePause is how long the replica has been cut, counted from when
+// this node was last paused.
+func cutSincePause(f Facts) time.Duration {
+	if f.SincePause > 0 {
+		return min(f.ReplicaCut, f.SincePause)
+	}
+	return f.ReplicaCut
 }
 
 // Keep decides whether this origin keeps a hot replica of a stream: its

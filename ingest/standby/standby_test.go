@@ -58,6 +58,10 @@ func TestPromote(t *testing.T) {
 			PartnerPublished: true, Replica: true, ReplicaCut: Cut}), true},
 		{"... but not yet for Cut", held(Facts{Partner: "a", PartnerAlive: true, PartnerPublishes: true,
 			PartnerPublished: true, Replica: true, ReplicaCut: Cut / 2}), false},
+		{"cut for Cut, but this node was paused and woke less than Cut ago", held(Facts{Partner: "a", PartnerAlive: true,
+			PartnerPublishes: true, PartnerPublished: true, Replica: true, ReplicaCut: 5 * time.Second, SincePause: Cut / 3}), false},
+		{"... and still cut Cut after it woke", held(Facts{Partner: "a", PartnerAlive: true, PartnerPublishes: true,
+			PartnerPublished: true, Replica: true, ReplicaCut: 5 * time.Second, SincePause: Cut}), true},
 		{"a cut replica of a stream the partner never published here", held(Facts{Partner: "a", PartnerAlive: true,
 			PartnerPublishes: true, Replica: true, ReplicaCut: time.Minute}), false},
 	} {

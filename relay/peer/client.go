@@ -57,6 +57,16 @@ func (e *Endpoint) dial(ctx context.Context, peer, addr string) (*conn, error) {
 	return e.adopt(life, qc), nil
 }
 
+// forget drops c from the connections that dial reuses, and closes it.
+func (e *Endpoint) forget(c *conn) {
+	e.mu.Lock()
+	if e.conns[c.peer] == c {
+		delete(e.conns, c.peer)
+	}
+	e.mu.Unlock()
+	c.qc.CloseWithError(0, "connection lost")
+}
+
 // Connect dials the node peer at addr, or reuses the connection to it.
 func (e *Endpoint) Connect(ctx context.Context, peer, addr string) error {
 	_, err := e.dial(ctx, peer, addr)
@@ -92,6 +102,16 @@ func (e *Endpoint) Subscribe(ctx context.Context, peer, addr string, pub *relay.
 		return err
 	}
 	ctl, err := c.qc.OpenStreamSync(ctx)
+	if err != nil && ctx.Err() == nil {
+		// The cached connection died before its context said so: after
+		// this process was paused, its idle timeout fires as the
+		// subscription over it is retried. Dial afresh, once.
+		e.forget(c)
+		if c, err = e.dial(ctx, peer, addr); err != nil {
+			return err
+		}
+		ctl, err = c.qc.OpenStreamSync(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("open control stream to %s: %w", c.peer, err)
 	}
