@@ -53,6 +53,9 @@ type StreamLoad struct {
 	FirstMSN uint64 `json:"first_msn,omitempty"`
 	// Standby: this node keeps it ready to take over (a standby origin).
 	Standby bool `json:"standby,omitempty"`
+	// Via names the node this one relays it from, on a replica: a node
+	// never subscribes to a holder whose chain of Vias leads back to it.
+	Via string `json:"via,omitempty"`
 }
 
 // NodeState is what a node gossips about itself.
@@ -561,7 +564,7 @@ func (m *Mesh) tick(now time.Time) {
 		updateMeta = true
 	}
 	if !slices.Equal(s.Streams, m.pubStr) &&
-		(!sameNames(s.Streams, m.pubStr) || now.Sub(m.streamsAt) >= loadInterval) {
+		(!sameButViewers(s.Streams, m.pubStr) || now.Sub(m.streamsAt) >= loadInterval) {
 		m.seq++
 		m.pubStr, m.streamsAt = s.Streams, now
 		m.broadcastLocked(m.name, encodeStreams(streamEntry{m.name, m.seq, s.Streams}))
@@ -586,8 +589,14 @@ func sameIdentity(a, b NodeState) bool {
 		a.StandbyFor == b.StandbyFor && a.Capacity == b.Capacity
 }
 
-func sameNames(a, b []StreamLoad) bool {
-	return slices.EqualFunc(a, b, func(x, y StreamLoad) bool { return x.Name == y.Name })
+// sameButViewers reports whether a and b differ at most in viewer counts,
+// which change all the time and wait for loadInterval; which streams are
+// held, and from where, goes out at once.
+func sameButViewers(a, b []StreamLoad) bool {
+	return slices.EqualFunc(a, b, func(x, y StreamLoad) bool {
+		x.Viewers, y.Viewers = 0, 0
+		return x == y
+	})
 }
 
 func (m *Mesh) warnClip(c metaClip, s NodeState) {

@@ -86,6 +86,37 @@ func Rank(holders []NodeState, parents []string, rtt func(name string) (time.Dur
 	return out
 }
 
+// maxVias bounds how far RelaysFrom follows a chain of Vias: further than
+// any tier of shields goes, and finite when gossip briefly shows a loop.
+const maxVias = 16
+
+// RelaysFrom reports whether holder's copy of stream comes, through its
+// chain of Vias (StreamLoad.Via, looked up with node), from the node named
+// self: subscribing to it would make a loop, in which both copies starve.
+func RelaysFrom(holder NodeState, stream, self string, node func(name string) (NodeState, bool)) bool {
+	n := holder
+	for range maxVias {
+		via := ""
+		for _, s := range n.Streams {
+			if s.Name == stream {
+				via = s.Via
+				break
+			}
+		}
+		if via == "" {
+			return false
+		}
+		if via == self {
+			return true
+		}
+		var ok bool
+		if n, ok = node(via); !ok {
+			return false
+		}
+	}
+	return false
+}
+
 // score is a holder's cost as an upstream (lower is better).
 func score(n NodeState, rtt func(string) (time.Duration, bool)) time.Duration {
 	d := estimate(n.Name, rtt)

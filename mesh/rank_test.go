@@ -178,3 +178,42 @@ func TestPickEdge(t *testing.T) {
 		})
 	}
 }
+
+func TestRelaysFrom(t *testing.T) {
+	relayed := func(name, via string) NodeState {
+		return NodeState{Name: name, Streams: []StreamLoad{{Name: "other", Via: "x"}, {Name: "show", Via: via}}}
+	}
+	nodes := map[string]NodeState{}
+	for _, n := range []NodeState{
+		{Name: "origin", Streams: []StreamLoad{{Name: "show", Origin: true}}},
+		relayed("edge-1", "origin"),
+		relayed("edge-2", "edge-1"),
+		relayed("edge-3", "edge-2"),
+		relayed("loop-a", "loop-b"),
+		relayed("loop-b", "loop-a"),
+	} {
+		nodes[n.Name] = n
+	}
+	node := func(name string) (NodeState, bool) { n, ok := nodes[name]; return n, ok }
+	for _, tc := range []struct {
+		name   string
+		holder NodeState
+		self   string
+		want   bool
+	}{
+		{"the origin relays from nobody", nodes["origin"], "edge-1", false},
+		{"a holder fed by this node", nodes["edge-2"], "edge-1", true},
+		{"a holder fed through another from this node", nodes["edge-3"], "edge-1", true},
+		{"a holder fed from the origin, not through this node", nodes["edge-1"], "edge-2", false},
+		{"a holder of a different chain", nodes["edge-2"], "edge-9", false},
+		{"a chain through a node this one does not know", relayed("edge-9", "gone"), "edge-1", false},
+		{"another stream's via does not count", NodeState{Name: "e", Streams: []StreamLoad{{Name: "other", Via: "edge-1"}}}, "edge-1", false},
+		{"a loop elsewhere in gossip ends", nodes["loop-a"], "edge-1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := RelaysFrom(tc.holder, "show", tc.self, node); got != tc.want {
+				t.Fatalf("RelaysFrom(%s, show, %s) = %v, want %v", tc.holder.Name, tc.self, got, tc.want)
+			}
+		})
+	}
+}

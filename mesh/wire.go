@@ -20,15 +20,16 @@ import (
 //	          [ignored trailing bytes]
 //	streams = version kindStreams entry                 (UDP broadcast)
 //	state   = version kindState count:uv entry*count    (TCP push/pull)
-//	entry   = node:str seq:uv count:uv (name:str viewers:uv flags:u8 [firstMSN:uv])*count
+//	entry   = node:str seq:uv count:uv (name:str viewers:uv flags:u8 [firstMSN:uv] [via:str])*count
 //	flags   = bit 0: published here (origin), followed by firstMSN;
-//	          bit 1: held here as a standby
+//	          bit 1: held here as a standby;
+//	          bit 2: relayed here from node via, which follows
 //	coord   = version dims:u8 vec:f64be*dims error:f64be adjustment:f64be height:f64be
 //	str     = len:uv bytes
 //
 // uv is an unsigned varint (encoding/binary).
 const (
-	wireVersion = 3
+	wireVersion = 4
 
 	kindStreams = 1
 	kindState   = 2
@@ -284,9 +285,15 @@ func appendEntry(b []byte, e streamEntry) []byte {
 		if s.Standby {
 			flags |= flagStandby
 		}
+		if s.Via != "" {
+			flags |= flagVia
+		}
 		b = append(b, flags)
 		if s.Origin {
 			b = binary.AppendUvarint(b, s.FirstMSN)
+		}
+		if s.Via != "" {
+			b = appendString(b, s.Via)
 		}
 	}
 	return b
@@ -296,6 +303,7 @@ func appendEntry(b []byte, e streamEntry) []byte {
 const (
 	flagOrigin  = 1 << 0
 	flagStandby = 1 << 1
+	flagVia     = 1 << 2
 )
 
 func (r *reader) entry() streamEntry {
@@ -313,12 +321,15 @@ func (r *reader) entry() streamEntry {
 		name := r.string(maxStreamName)
 		viewers := r.int()
 		flags := r.byte()
-		if r.err == nil && flags&^(flagOrigin|flagStandby) != 0 {
+		if r.err == nil && flags&^(flagOrigin|flagStandby|flagVia) != 0 {
 			r.fail(fmt.Errorf("stream flags %#x: %w", flags, errRange))
 		}
 		l := StreamLoad{Name: name, Viewers: viewers, Origin: flags&flagOrigin != 0, Standby: flags&flagStandby != 0}
 		if l.Origin {
 			l.FirstMSN = r.uvarint()
+		}
+		if flags&flagVia != 0 {
+			l.Via = r.string(maxNodeName)
 		}
 		if r.err != nil {
 			return e

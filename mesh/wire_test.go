@@ -280,7 +280,7 @@ func TestClipUTF8(t *testing.T) {
 
 func TestStreamFlags(t *testing.T) {
 	in := streamEntry{Node: "o", Seq: 3, Streams: []StreamLoad{
-		{Name: "show", Viewers: 2, Origin: true, FirstMSN: 123456}, {Name: "other", Standby: true}, {Name: "relayed", Viewers: 9},
+		{Name: "show", Viewers: 2, Origin: true, FirstMSN: 123456}, {Name: "other", Standby: true}, {Name: "relayed", Viewers: 9, Via: "edge-1"},
 	}}
 	got, err := decodeStreams(encodeStreams(in))
 	if err != nil || !reflect.DeepEqual(got, in) {

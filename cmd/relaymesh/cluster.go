@@ -211,6 +211,10 @@ func (d directory) Upstreams(stream string) []peer.Upstream {
 		}
 		return nil
 	}
+	self := d.c.mesh.LocalName()
+	holders = slices.DeleteFunc(holders, func(n mesh.NodeState) bool {
+		return mesh.RelaysFrom(n, stream, self, d.c.mesh.Node)
+	})
 	ranked := mesh.Rank(holders, d.c.parents, d.c.mesh.RTT)
 	// Everyone else copies the standby of a stream that has one, so that
 	// the standby is ahead of every edge when it takes the stream over, and
@@ -273,6 +277,9 @@ func (c *cluster) local(n *node, relayAddr, httpAddr string) mesh.NodeState {
 			l.FirstMSN = 0
 		}
 		l.Standby = c.standby != nil && c.standby.Standby(name)
+		if !n.registry.Local(name) {
+			_, l.Via = c.puller.Cut(name)
+		}
 		s.Streams = append(s.Streams, l)
 	}
 	// An on-demand pull is offered before it runs: a subscriber wakes it.

@@ -23,10 +23,11 @@ const endGrace = 2 * time.Second
 // origin <- edge-1 <- edge-2 and stops. After the grace period every
 // node's media playlist carries EXT-X-ENDLIST within about a second, hls.js
 // on edge-2 plays to the end and the page says the show has ended, and
-// gohlslib stops. (It cannot end cleanly: gohlslib 2.2's low-latency loop
-// waits on each preload hint, and a hinted part of an ended show never
-// comes (404); given a playlist without a hint it reports "preload hint
-// disappeared". It must stop rather than hang.) ffmpeg opens the ended show,
+// gohlslib stops. (It cannot end cleanly: its low-latency loop, in 2.2.5
+// and still in 2.4.3, has no way out but an error: it waits on each
+// preload hint, and a hinted part of an ended show never comes (404);
+// given a playlist without a hint it reports "preload hint disappeared".
+// It must stop rather than hang.) ffmpeg opens the ended show,
 // reads it to its end and exits 0.
 // A new show under the same name is a new playlist, and the page starts it.
 func TestShowEndsEverywhere(t *testing.T) {

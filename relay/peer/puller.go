@@ -438,21 +438,38 @@ func (p *Puller) watchDrain(ctx context.Context, cancel context.CancelCauseFunc,
 // asking a live holder, and the viewers would stall.
 const connectStagger = 150 * time.Millisecond
 
+// failedRest is how long an upstream that failed is passed over while
+// other holders are left; failedRetry, how soon it is asked again when none
+// is.
+const (
+	failedRest  = 2 * time.Second
+	failedRetry = 250 * time.Millisecond
+)
+
 // connect returns the best holder that has not just failed and answers a
 // dial, dialling the next ones in turn while the earlier ones have not
 // answered. Holders that fail to answer are added to failed. It returns
 // false when none is left.
 func (p *Puller) connect(ctx context.Context, name string, failed map[string]time.Time, holdersOnly bool) (Upstream, bool) {
-	var cands []Upstream
 	ups := p.cfg.Directory.Upstreams(name)
 	if !holds(ups) {
 		return Upstream{}, false
 	}
-	for _, up := range ups {
-		if t, ok := failed[up.Name]; (ok && time.Since(t) < 2*time.Second) || (holdersOnly && up.Shield) {
-			continue
+	pick := func(rest time.Duration) []Upstream {
+		var cands []Upstream
+		for _, up := range ups {
+			if t, ok := failed[up.Name]; (ok && time.Since(t) < rest) || (holdersOnly && up.Shield) {
+				continue
+			}
+			cands = append(cands, up)
 		}
-		cands = append(cands, up)
+		return cands
+	}
+	cands := pick(failedRest)
+	if len(cands) == 0 {
+		// Nowhere else to go: an upstream that failed a moment ago (a
+		// connection timed out on a busy machine) is asked again soon.
+		cands = pick(failedRetry)
 	}
 	switch len(cands) {
 	case 0:
