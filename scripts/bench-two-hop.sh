@@ -127,7 +127,7 @@ wait_parts "$e1_media"
 # origin's view of the mesh (gossip) lists the stream on edge-1.
 for i in $(seq 1 100); do
 	if curl -fsS --max-time 2 "http://127.0.0.1:$o_http/api/mesh" |
-		jq -e '.[] | select(.Name == "edge-1") | .Streams // [] | map(.Name) | index("bench")' >/dev/null 2>&1; then
+		jq -e '.[] | select(.name == "edge-1") | .streams // [] | map(.name) | index("bench")' >/dev/null 2>&1; then
 		break
 	fi
 	((i == 100)) && fail "the mesh never listed the stream on edge-1"
