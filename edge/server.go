@@ -11,8 +11,10 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/relaymesh/relaymesh/edge/internal/negotiate"
@@ -41,6 +43,7 @@ type Server struct {
 
 	rejected ratelog.Limiter // malformed or hostile requests
 	viewers  viewers
+	gzips    sync.Pool // *gzip.Writer: each holds about 1 MB of state
 }
 
 // reject logs a request refused as malformed, at most every few seconds.
@@ -57,11 +60,35 @@ func (s *Server) reject(r *http.Request, why string) {
 }
 
 // rendered is a media playlist, plain and gzipped, memoized on the
-// snapshot it was rendered from.
+// snapshot it was rendered from, with its Content-Length values.
 type rendered struct {
-	plain []byte
-	gz    []byte
+	plain, gz       []byte
+	plainLen, gzLen []string
 }
+
+// Header values set on every response, shared so that setting one costs
+// no allocation. Read-only: net/http never changes a value in place, and
+// Header.Add appends to a copy (each has len == cap).
+var (
+	hdrAnyOrigin   = []string{"*"}
+	hdrExposed     = []string{"Content-Length, Content-Type"}
+	hdrPlaylist    = []string{"application/vnd.apple.mpegurl"}
+	hdrMP4         = []string{"video/mp4"}
+	hdrPriorityPl  = []string{"u=1"}
+	hdrPriorityMP4 = []string{"u=2"}
+	hdrVaryEnc     = []string{"Accept-Encoding"}
+	hdrGzip        = []string{"gzip"}
+	hdrNoStore     = []string{"no-store"}
+	hdrMaxAge      = func() (v [61][]string) { // max-age=0 to 60: 6 x a 10 s target duration
+		for i := range v {
+			v[i] = []string{"max-age=" + strconv.Itoa(i)}
+		}
+		return v
+	}()
+)
+
+// contentLength is a Content-Length header value.
+func contentLength(n int) []string { return []string{strconv.Itoa(n)} }
 
 // renderKey names a rendered playlist in a snapshot's memo.
 type renderKey struct{ skip bool }
@@ -76,8 +103,8 @@ func (s *Server) log() *slog.Logger {
 // ServeHTTP answers GET, HEAD and OPTIONS under PathPrefix.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Type")
+	h["Access-Control-Allow-Origin"] = hdrAnyOrigin
+	h["Access-Control-Expose-Headers"] = hdrExposed
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions:
@@ -144,7 +171,11 @@ func notFound(w http.ResponseWriter, maxAge time.Duration) {
 }
 
 func cacheFor(w http.ResponseWriter, d time.Duration) {
-	w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(max(int(d/time.Second), 0)))
+	if n := max(int(d/time.Second), 0); n < len(hdrMaxAge) {
+		w.Header()["Cache-Control"] = hdrMaxAge[n]
+	} else {
+		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(n))
+	}
 }
 
 func targetDuration(snap *relay.Snapshot) time.Duration {
@@ -155,23 +186,21 @@ func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, st *r
 	// A viewer may arrive between publish and the first keyframe: wait a
 	// little for the codecs rather than fail.
 	snap := st.Snapshot()
-	ctx, cancel := context.WithTimeout(r.Context(), 3*targetDuration(snap))
-	defer cancel()
-	snap, err := st.Wait(ctx, func(sn *relay.Snapshot) bool { return sn.LatestInit() != nil })
+	snap, err := st.WaitFor(r.Context(), 3*targetDuration(snap), func(sn *relay.Snapshot) bool { return sn.LatestInit() != nil })
 	if err != nil || snap.LatestInit() == nil {
-		w.Header().Set("Cache-Control", "no-store")
+		w.Header()["Cache-Control"] = hdrNoStore
 		http.Error(w, "stream has no media yet", http.StatusServiceUnavailable)
 		return
 	}
 	// Each viewer's copy names its own session.
-	w.Header().Set("Cache-Control", "no-store")
+	w.Header()["Cache-Control"] = hdrNoStore
 	switch {
 	case routed != nil && len(routed.pathways) > 0:
-		writePlaylist(w, r, s.steeredPlaylist(snap, st.Name, routed), nil)
+		writePlaylist(w, r, &rendered{plain: s.steeredPlaylist(snap, st.Name, routed)})
 	case routed != nil:
-		writePlaylist(w, r, RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+routed.session), nil)
+		writePlaylist(w, r, &rendered{plain: RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+routed.session)})
 	default:
-		writePlaylist(w, r, RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+newSession()), nil)
+		writePlaylist(w, r, &rendered{plain: RenderMultivariant(snap, mediaPlaylistName+"?"+sessionParam+"="+newSession())})
 	}
 }
 
@@ -195,10 +224,14 @@ func startable(snap *relay.Snapshot) bool {
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
 	snap := st.Snapshot()
 	td := targetDuration(snap)
-	key := sessionKey(r)
+	var q url.Values // nil, which reads as empty, saves parsing a plain reload's query
+	if r.URL.RawQuery != "" {
+		q = r.URL.Query()
+	}
+	key := sessionKey(r, q)
 	first := s.viewers.seen(st.Name, key, td)
 	defer s.viewers.done(st.Name, key)
-	d, err := ParseDirectives(r.URL.Query())
+	d, err := ParseDirectives(q)
 	if err != nil {
 		s.reject(r, err.Error())
 		cacheFor(w, td)
@@ -221,13 +254,11 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 		}
 	}
 	if wait.Blocking() && !wait.Satisfied(snap) {
-		ctx, cancel := context.WithTimeout(r.Context(), 3*td)
-		snap, err = st.Wait(ctx, wait.Satisfied)
-		cancel()
+		snap, err = st.WaitFor(r.Context(), 3*td, wait.Satisfied)
 		if err != nil || !wait.Satisfied(snap) {
 			// Also when the node shuts down: an answer with no playlist in
 			// it must never be a 200.
-			w.Header().Set("Cache-Control", "no-store")
+			w.Header()["Cache-Control"] = hdrNoStore
 			http.Error(w, "playlist update did not arrive in time", http.StatusServiceUnavailable)
 			return
 		}
@@ -235,48 +266,66 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 	if first && !d.Blocking() && !startable(snap) {
 		// Not a 503 when this runs out: the playlist is valid, only less
 		// convenient to start from.
-		ctx, cancel := context.WithTimeout(r.Context(), (holdBackParts+1)*st.PartTarget)
-		if next, err := st.Wait(ctx, startable); err == nil {
+		if next, err := st.WaitFor(r.Context(), (holdBackParts+1)*st.PartTarget, startable); err == nil {
 			snap = next
 		} else {
 			snap = st.Snapshot()
 		}
-		cancel()
 	}
 	if d.Blocking() {
 		cacheFor(w, 6*td)
 	} else {
 		cacheFor(w, td/2)
 	}
-	out := s.render(st, snap, d.Skip)
-	writePlaylist(w, r, out.plain, out.gz)
+	writePlaylist(w, r, s.render(st, snap, d.Skip))
 }
 
 // render returns the playlist for snap, rendered and compressed once
 // however many viewers ask for it.
 func (s *Server) render(st *relay.Stream, snap *relay.Snapshot, skip bool) *rendered {
 	return snap.Memo(renderKey{skip}, func() any {
-		out := &rendered{plain: RenderMedia(snap, st.PartTarget, skip)}
-		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-		zw.Write(out.plain)
-		zw.Close()
-		out.gz = buf.Bytes()
-		return out
+		return s.renderUncached(st, snap, skip)
 	}).(*rendered)
 }
 
-func writePlaylist(w http.ResponseWriter, r *http.Request, plain, gz []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/vnd.apple.mpegurl")
-	h.Set("Priority", "u=1")
-	h.Add("Vary", "Accept-Encoding")
-	body := plain
-	if gz != nil && negotiate.AcceptsGzip(r) {
-		h.Set("Content-Encoding", "gzip")
-		body = gz
+func (s *Server) renderUncached(st *relay.Stream, snap *relay.Snapshot, skip bool) *rendered {
+	out := &rendered{plain: RenderMedia(snap, st.PartTarget, skip)}
+	var buf bytes.Buffer
+	buf.Grow(len(out.plain)/4 + 64) // playlists compress to about a fifth
+	zw, _ := s.gzips.Get().(*gzip.Writer)
+	if zw == nil {
+		zw, _ = gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	} else {
+		zw.Reset(&buf)
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	zw.Write(out.plain)
+	zw.Close()
+	s.gzips.Put(zw)
+	out.gz = buf.Bytes()
+	out.plainLen, out.gzLen = contentLength(len(out.plain)), contentLength(len(out.gz))
+	return out
+}
+
+// writePlaylist sends out, gzipped if it has a gzipped copy and the viewer
+// takes it.
+func writePlaylist(w http.ResponseWriter, r *http.Request, out *rendered) {
+	h := w.Header()
+	h["Content-Type"] = hdrPlaylist
+	h["Priority"] = hdrPriorityPl
+	if len(h["Vary"]) == 0 {
+		h["Vary"] = hdrVaryEnc
+	} else {
+		h.Add("Vary", "Accept-Encoding")
+	}
+	body, size := out.plain, out.plainLen
+	if out.gz != nil && negotiate.AcceptsGzip(r) {
+		h["Content-Encoding"] = hdrGzip
+		body, size = out.gz, out.gzLen
+	}
+	if size == nil {
+		size = contentLength(len(body))
+	}
+	h["Content-Length"] = size
 	if r.Method == http.MethodHead {
 		return
 	}
@@ -324,18 +373,20 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, st *relay.Str
 		notFound(w, td)
 		return
 	}
-	var body [][]byte
+	// The body is one buffer (init, part) or a segment's parts.
+	var (
+		one   []byte
+		parts []*relay.Part
+		found bool
+	)
 	switch mf.kind {
 	case 'i':
 		if in := snap.Init(mf.n); in != nil {
-			body = [][]byte{in.Data}
+			one, found = in.Data, true
 		}
 	case 's':
 		if seg := snap.Segment(mf.n); seg != nil && seg.Complete {
-			body = make([][]byte, len(seg.Parts))
-			for i, p := range seg.Parts {
-				body[i] = p.Data
-			}
+			parts, found = seg.Parts, true
 		}
 	case 'p':
 		p := snap.Part(mf.n)
@@ -343,38 +394,40 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, st *relay.Str
 			// The hinted part: hold the request until it is complete
 			// (RFC 8216bis 6.2.6), then send it whole. A publisher that
 			// reconnects within the grace period still delivers it.
-			ctx, cancel := context.WithTimeout(r.Context(), 3*td)
-			snap, _ = st.Wait(ctx, func(sn *relay.Snapshot) bool { return sn.Part(mf.n) != nil })
-			cancel()
+			snap, _ = st.WaitFor(r.Context(), 3*td, func(sn *relay.Snapshot) bool { return sn.Part(mf.n) != nil })
 			p = snap.Part(mf.n)
 			if p == nil && (!snap.Ended || r.Context().Err() != nil) {
-				w.Header().Set("Cache-Control", "no-store")
+				w.Header()["Cache-Control"] = hdrNoStore
 				http.Error(w, "part did not arrive in time", http.StatusServiceUnavailable)
 				return
 			}
 		}
 		if p != nil {
-			body = [][]byte{p.Data}
+			one, found = p.Data, true
 		}
 	}
-	if body == nil {
+	if !found {
 		notFound(w, td)
 		return
 	}
-	size := 0
-	for _, b := range body {
-		size += len(b)
+	size := len(one)
+	for _, p := range parts {
+		size += len(p.Data)
 	}
 	h := w.Header()
-	h.Set("Content-Type", "video/mp4")
-	h.Set("Content-Length", strconv.Itoa(size))
-	h.Set("Priority", "u=2")
+	h["Content-Type"] = hdrMP4
+	h["Content-Length"] = contentLength(size)
+	h["Priority"] = hdrPriorityMP4
 	cacheFor(w, 6*td)
 	if r.Method == http.MethodHead {
 		return
 	}
-	for _, b := range body {
-		if _, err := w.Write(b); err != nil {
+	if parts == nil {
+		w.Write(one)
+		return
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p.Data); err != nil {
 			return
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -54,9 +55,10 @@ func newSession() string {
 	return hex.EncodeToString(b[:])
 }
 
-// sessionKey names the viewer of a media playlist request.
-func sessionKey(r *http.Request) string {
-	if key := r.URL.Query().Get(sessionParam); validSession(key) {
+// sessionKey names the viewer of a media playlist request whose query is
+// q.
+func sessionKey(r *http.Request, q url.Values) string {
+	if key := q.Get(sessionParam); validSession(key) {
 		return key
 	}
 	return r.RemoteAddr

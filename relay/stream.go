@@ -83,13 +83,22 @@ type Snapshot struct {
 // Memo returns the value cached on this snapshot under key, computing it
 // when absent. Every viewer blocked on one update wakes to the same
 // snapshot, so work derived from it (a rendered playlist) is done once and
-// shared, and is freed with the snapshot.
+// shared, and is freed with the snapshot. Callers that arrive while it is
+// being computed wait for it rather than compute it again: a publish wakes
+// all blocked viewers at once.
 func (s *Snapshot) Memo(key any, compute func() any) any {
-	if v, ok := s.memo.Load(key); ok {
-		return v
+	e, ok := s.memo.Load(key)
+	if !ok {
+		e, _ = s.memo.LoadOrStore(key, new(memoEntry))
 	}
-	v, _ := s.memo.LoadOrStore(key, compute())
-	return v
+	m := e.(*memoEntry)
+	m.once.Do(func() { m.v = compute() })
+	return m.v
+}
+
+type memoEntry struct {
+	once sync.Once
+	v    any
 }
 
 // Changed returns a channel that is closed when a newer snapshot exists.
@@ -192,6 +201,8 @@ type Stream struct {
 	nextMSN uint64
 	bytes   int
 
+	timers sync.Pool // stopped *time.Timer for WaitFor: one per wait otherwise
+
 	// onPart, if set, learns how long after its media ended each part
 	// became available here.
 	onPart func(stream string, lag time.Duration)
@@ -226,6 +237,45 @@ func (s *Stream) Wait(ctx context.Context, ready func(*Snapshot) bool) (*Snapsho
 			return s.Snapshot(), ctx.Err()
 		}
 	}
+}
+
+// WaitFor is Wait bounded by d as well: when d passes first it returns the
+// latest snapshot and context.DeadlineExceeded. Unlike Wait under a
+// context.WithTimeout it allocates nothing (its timer is reused), which
+// matters because every blocking reload and hinted-part request of every
+// viewer waits once.
+func (s *Stream) WaitFor(ctx context.Context, d time.Duration, ready func(*Snapshot) bool) (*Snapshot, error) {
+	snap := s.Snapshot()
+	if ready(snap) || snap.Ended || snap.Gone {
+		return snap, nil
+	}
+	t, _ := s.timers.Get().(*time.Timer)
+	if t == nil {
+		t = time.NewTimer(d)
+	} else {
+		t.Reset(d)
+	}
+	defer s.putTimer(t)
+	for {
+		select {
+		case <-snap.changed:
+		case <-ctx.Done():
+			return s.Snapshot(), ctx.Err()
+		case <-t.C:
+			return s.Snapshot(), context.DeadlineExceeded
+		}
+		snap = s.Snapshot()
+		if ready(snap) || snap.Ended || snap.Gone {
+			return snap, nil
+		}
+	}
+}
+
+func (s *Stream) putTimer(t *time.Timer) {
+	// Since Go 1.23 a stopped timer's channel holds no stale tick, so the
+	// next Reset starts clean.
+	t.Stop()
+	s.timers.Put(t)
 }
 
 // publish installs next and wakes everyone waiting on the previous view.

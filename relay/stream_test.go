@@ -550,3 +550,120 @@ func TestDiscSeqCountsPrunedDiscontinuities(t *testing.T) {
 		})
 	}
 }
+
+func TestWaitFor(t *testing.T) {
+	t.Parallel()
+	never := func(*Snapshot) bool { return false }
+	t.Run("ready at once", func(t *testing.T) {
+		st := NewStream("s", testPartTarget, Window{})
+		s, err := st.WaitFor(context.Background(), time.Hour, func(*Snapshot) bool { return true })
+		if err != nil || s != st.Snapshot() {
+			t.Fatalf("WaitFor = %p, %v; want the current snapshot", s, err)
+		}
+	})
+	t.Run("wakes on a cut", func(t *testing.T) {
+		st := NewStream("s", testPartTarget, Window{})
+		w := newWriter(st)
+		w.open(false)
+		got := make(chan *Snapshot, 1)
+		go func() {
+			s, err := st.WaitFor(context.Background(), time.Minute, func(s *Snapshot) bool { return s.NextPart >= 2 })
+			if err != nil {
+				t.Errorf("WaitFor: %v", err)
+			}
+			got <- s
+		}()
+		w.part(testPartTarget, 10)
+		w.part(testPartTarget, 10)
+		select {
+		case s := <-got:
+			if s.NextPart != 2 {
+				t.Fatalf("WaitFor returned NextPart %d", s.NextPart)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("WaitFor did not wake on the second part")
+		}
+	})
+	t.Run("gives up after d, and a reused timer does not fire early", func(t *testing.T) {
+		st := NewStream("s", testPartTarget, Window{})
+		for _, d := range []time.Duration{30 * time.Millisecond, 200 * time.Millisecond} {
+			start := time.Now()
+			s, err := st.WaitFor(context.Background(), d, never)
+			if !errors.Is(err, context.DeadlineExceeded) || s != st.Snapshot() {
+				t.Fatalf("WaitFor(%v) = %p, %v; want the latest snapshot and deadline exceeded", d, s, err)
+			}
+			if el := time.Since(start); el < d || el > d+2*time.Second {
+				t.Fatalf("WaitFor(%v) returned after %v", d, el)
+			}
+		}
+	})
+	t.Run("a timer stopped before it fired is reused clean", func(t *testing.T) {
+		st := NewStream("s", testPartTarget, Window{})
+		w := newWriter(st)
+		w.open(false)
+		// The first wait ends by a cut, just as its timer would fire.
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			w.part(testPartTarget, 10)
+		}()
+		st.WaitFor(context.Background(), 20*time.Millisecond, func(s *Snapshot) bool { return s.NextPart >= 1 }) //nolint:errcheck
+		time.Sleep(30 * time.Millisecond)
+		start := time.Now()
+		if _, err := st.WaitFor(context.Background(), 150*time.Millisecond, never); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("WaitFor: %v", err)
+		}
+		if el := time.Since(start); el < 150*time.Millisecond {
+			t.Fatalf("WaitFor returned after %v: a stale tick", el)
+		}
+	})
+	t.Run("returns when ctx ends", func(t *testing.T) {
+		st := NewStream("s", testPartTarget, Window{})
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(30*time.Millisecond, cancel)
+		if _, err := st.WaitFor(ctx, time.Minute, never); !errors.Is(err, context.Canceled) {
+			t.Fatalf("WaitFor error %v, want canceled", err)
+		}
+	})
+	t.Run("returns when the stream ends", func(t *testing.T) {
+		st := NewStream("s", testPartTarget, Window{})
+		time.AfterFunc(30*time.Millisecond, func() { st.End() })
+		s, err := st.WaitFor(context.Background(), time.Minute, never)
+		if err != nil || !s.Ended {
+			t.Fatalf("WaitFor = Ended %v, %v", s.Ended, err)
+		}
+	})
+}
+
+// TestMemoOnce: viewers woken together by one publish share one
+// computation, however many ask at once.
+func TestMemoOnce(t *testing.T) {
+	t.Parallel()
+	st := NewStream("s", testPartTarget, Window{})
+	snap := st.Snapshot()
+	var computed atomic.Int32
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v := snap.Memo("k", func() any {
+				computed.Add(1)
+				<-release // slow, so that the others arrive meanwhile
+				return 42
+			})
+			if v != 42 {
+				t.Errorf("Memo = %v", v)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if n := computed.Load(); n != 1 {
+		t.Fatalf("computed %d times, want once", n)
+	}
+	if v := snap.Memo("other", func() any { return 7 }); v != 7 {
+		t.Fatalf("Memo of another key = %v", v)
+	}
+}
