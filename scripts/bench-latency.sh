@@ -93,37 +93,6 @@ push_s=$((40 + RUNS * n_targets * n_players * (dur_s + 25)))
 
 bench_init bench-latency
 
-fail() {
-	echo "bench-latency: $*" >&2
-	local f
-	for f in "$tmp"/*.log; do
-		echo "--- $(basename "$f") (last 30 lines)" >&2
-		tail -n 30 "$f" >&2
-	done
-	exit 1
-}
-
-# wait_http URL PID: until URL answers 2xx, or the process dies, or 10 s.
-wait_http() {
-	local i
-	for i in $(seq 1 100); do
-		curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
-		kill -0 "$2" 2>/dev/null || fail "process $2 exited while waiting for $1"
-		sleep 0.1
-	done
-	fail "$1 did not answer within 10 s"
-}
-
-# wait_parts URL: until the media playlist lists parts (30 s at most).
-wait_parts() {
-	local i
-	for i in $(seq 1 300); do
-		curl -fsS --max-time 5 "$1" 2>/dev/null | grep -q '^#EXT-X-PART:' && return 0
-		sleep 0.1
-	done
-	fail "$1 listed no parts within 30 s"
-}
-
 echo "== load average at start (other work on this machine skews the figures): $(cut -d" " -f1-3 /proc/loadavg)"
 if [[ -n ${RELAYMESH:-} ]]; then
 	echo "== building latency (relaymesh: $RELAYMESH)"

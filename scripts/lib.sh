@@ -12,6 +12,40 @@ bench_init() {
 	trap 'exit 130' INT TERM
 }
 
+
+# fail MESSAGE: the drill cannot go on; prints the end of every log in
+# $tmp and exits 1. Needs bench_init.
+fail() {
+	echo "$bench_name: $*" >&2
+	local f
+	for f in "$tmp"/*.log; do
+		echo "--- $(basename "$f") (last 30 lines)" >&2
+		tail -n 30 "$f" >&2
+	done
+	exit 1
+}
+
+# wait_http URL PID: until URL answers 2xx, or the process dies, or 10 s.
+wait_http() {
+	local i
+	for i in $(seq 1 100); do
+		curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
+		kill -0 "$2" 2>/dev/null || fail "process $2 exited while waiting for $1"
+		sleep 0.1
+	done
+	fail "$1 did not answer within 10 s"
+}
+
+# wait_parts URL: until the media playlist lists parts (30 s at most).
+wait_parts() {
+	local i
+	for i in $(seq 1 300); do
+		curl -fsS --max-time 5 "$1" 2>/dev/null | grep -q '^#EXT-X-PART:' && return 0
+		sleep 0.1
+	done
+	fail "$1 listed no parts within 30 s"
+}
+
 bench_cleanup() {
 	local pid
 	# SIGINT: a relaymesh node stops at once (SIGTERM would drain it first).
