@@ -94,14 +94,7 @@ wait_parts "$e1_media"
 
 # edge-2 must find edge-1 among the stream's holders: wait until the
 # origin's view of the mesh (gossip) lists the stream on edge-1.
-for i in $(seq 1 100); do
-	if curl -fsS --max-time 2 "http://127.0.0.1:$o_http/api/mesh" |
-		jq -e '.[] | select(.name == "edge-1") | .streams // [] | map(.name) | index("bench")' >/dev/null 2>&1; then
-		break
-	fi
-	((i == 100)) && fail "the mesh never listed the stream on edge-1"
-	sleep 0.1
-done
+wait_holder "http://127.0.0.1:$o_http/api/mesh" edge-1 bench
 
 echo "== edge-2: $(printf '%q ' "${edge2_cmd[@]:1}")"
 "${edge2_cmd[@]}" >"$tmp/edge-2.log" 2>&1 &

@@ -46,6 +46,36 @@ wait_parts() {
 	fail "$1 listed no parts within 30 s"
 }
 
+# push_pattern GOP_S SECONDS URL: publishes a live 640x360 30 fps H.264 +
+# AAC test pattern (about 0.7 Mb/s, a key frame every GOP_S seconds) over
+# RTMP for SECONDS, in the background; sets ffmpeg_pid and adds it to pids.
+# Its log is $tmp/ffmpeg.log.
+push_pattern() {
+	local gop=$(($1 * 30))
+	"${FFMPEG:-ffmpeg}" -hide_banner -loglevel error -nostdin -re \
+		-f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+		-c:v libx264 -preset veryfast -pix_fmt yuv420p -g "$gop" -keyint_min "$gop" -sc_threshold 0 \
+		-b:v 640k -maxrate 640k -bufsize 1280k -c:a aac -b:a 64k -t "$2" \
+		-f flv "$3" >"$tmp/ffmpeg.log" 2>&1 &
+	ffmpeg_pid=$!
+	pids+=("$ffmpeg_pid")
+}
+
+# wait_holder API NODE STREAM: until the mesh view at API (a node's
+# /api/mesh) lists STREAM on NODE, so that a node started next finds NODE
+# among the stream's holders (10 s at most).
+wait_holder() {
+	local i
+	for i in $(seq 1 100); do
+		if curl -fsS --max-time 2 "$1" |
+			jq -e --arg n "$2" --arg s "$3" '.[] | select(.name == $n) | .streams // [] | map(.name) | index($s)' >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "the mesh never listed $3 on $2"
+}
+
 bench_cleanup() {
 	local pid
 	# SIGINT: a relaymesh node stops at once (SIGTERM would drain it first).

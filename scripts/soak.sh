@@ -128,14 +128,7 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
-gop=$((gop_s * 30))
-"$FFMPEG" -hide_banner -loglevel error -nostdin -re \
-	-f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
-	-c:v libx264 -preset veryfast -pix_fmt yuv420p -g "$gop" -keyint_min "$gop" -sc_threshold 0 \
-	-b:v 640k -maxrate 640k -bufsize 1280k -c:a aac -b:a 64k -t "$push_s" \
-	-f flv "rtmp://127.0.0.1:$rtmp_port/live/bench" >"$tmp/ffmpeg.log" 2>&1 &
-ffmpeg_pid=$!
-pids+=("$ffmpeg_pid")
+push_pattern "$gop_s" "$push_s" "rtmp://127.0.0.1:$rtmp_port/live/bench"
 
 for n in 1 2; do
 	i=$((4 + (n - 1) * 3))

@@ -104,14 +104,7 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
-gop=$((GOP_S * 30))
-"$FFMPEG" -hide_banner -loglevel error -nostdin -re \
-	-f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
-	-c:v libx264 -preset veryfast -pix_fmt yuv420p -g "$gop" -keyint_min "$gop" -sc_threshold 0 \
-	-b:v 640k -maxrate 640k -bufsize 1280k -c:a aac -b:a 64k -t "$push_s" \
-	-f flv "rtmp://127.0.0.1:$rtmp_port/live/bench" >"$tmp/ffmpeg.log" 2>&1 &
-ffmpeg_pid=$!
-pids+=("$ffmpeg_pid")
+push_pattern "$GOP_S" "$push_s" "rtmp://127.0.0.1:$rtmp_port/live/bench"
 
 # start_edge N: starts edge-N on its ports, records its start time (Unix
 # ms) and polls its /readyz every 20 ms in the background until it
