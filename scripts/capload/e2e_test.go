@@ -143,7 +143,9 @@ func testConfig(t *testing.T, srv *httptest.Server, m mode) *config {
 func TestPlaysLive(t *testing.T) {
 	for _, m := range []mode{modeLLHLS, modePoll} {
 		t.Run(map[mode]string{modeLLHLS: "llhls", modePoll: "poll"}[m], func(t *testing.T) {
-			f, srv := newFakeLive(t, 40*time.Millisecond, 4)
+			// 200 ms parts, as relaymesh cuts them: the 600 ms hold-back
+			// rides out a loaded machine's scheduling pauses.
+			f, srv := newFakeLive(t, 200*time.Millisecond, 4)
 			var out bytes.Buffer
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
 			if err := runRamp(context.Background(), testConfig(t, srv, m), log, &out); err != nil {
@@ -165,8 +167,8 @@ func TestPlaysLive(t *testing.T) {
 						break
 					}
 				}
-				if len(ks) < 30 {
-					t.Errorf("%s fetched %d parts in about 1.5 s of 40 ms parts", addr, len(ks))
+				if len(ks) < 5 {
+					t.Errorf("%s fetched %d parts in at least 1.5 s of 200 ms parts", addr, len(ks))
 				}
 			}
 			blocking := 0
@@ -192,28 +194,51 @@ func TestMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	// Run until the mirror has followed five blocking reloads past the
+	// first listing (8 parts), however slow this machine is today.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := runMirror(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != context.DeadlineExceeded {
+	done := make(chan error, 1)
+	go func() { done <- runMirror(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	var media []byte
+	var l listing
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		media, _ = os.ReadFile(filepath.Join(dir, "media.m3u8"))
+		l = listing{}
+		if len(media) > 0 {
+			if err := scan(media, &l); err != nil {
+				t.Fatalf("the mirrored playlist does not parse: %v\n%s", err, media)
+			}
+			if l.next.msn*4+uint64(l.next.idx) >= 13 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror did not follow the live playlist; it ends at %+v", l.next)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("runMirror returned %v, want context.Canceled", err)
+	}
+	// The mirror writes the playlist last, so the last one on disk lists
+	// only parts that are already there.
+	media, err = os.ReadFile(filepath.Join(dir, "media.m3u8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = listing{}
+	if err := scan(media, &l); err != nil {
 		t.Fatal(err)
 	}
 	index, _ := os.ReadFile(filepath.Join(dir, "index.m3u8"))
 	if !bytes.HasSuffix(bytes.TrimSpace(index), []byte("\nmedia.m3u8")) {
 		t.Errorf("index: %q", index)
 	}
-	media, err := os.ReadFile(filepath.Join(dir, "media.m3u8"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l listing
-	if err := scan(media, &l); err != nil {
-		t.Fatal(err)
-	}
-	f.mu.Lock()
-	cut := f.cut
-	f.mu.Unlock()
-	if len(l.parts) == 0 || l.next.msn*4+uint64(l.next.idx) < uint64(cut-2) {
-		t.Errorf("the mirror's playlist ends at %+v; %d parts are cut", l.next, cut)
+	if len(l.parts) == 0 {
+		t.Fatalf("the mirrored playlist lists no parts:\n%s", media)
 	}
 	if !bytes.Equal(media, f.render(int(l.next.msn)*4+l.next.idx)) {
 		t.Errorf("the mirrored playlist differs from the origin's")
