@@ -104,6 +104,40 @@ type memoEntry struct {
 // Changed returns a channel that is closed when a newer snapshot exists.
 func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
 
+// Tail returns where a fresh replica of s starts: the first part number
+// and the discontinuity sequence number of the segment it starts at. That
+// segment is the one before the complete segments covering three target
+// durations back from the live edge (HOLD-BACK, where the most patient
+// players start), so every player can start inside the replica. A new node
+// that is sent only these serves its first viewers sooner; its window grows
+// to full length as the show goes on. It is not backfilled: a playlist
+// may not gain segments at its head (RFC 8216bis 6.2.1).
+func (s *Snapshot) Tail() (fromPart, discSeq uint64) {
+	holdBack := 3 * time.Duration(s.TargetDuration) * time.Second
+	i := len(s.Segments) - 1
+	if i >= 0 && !s.Segments[i].Complete {
+		i-- // the open segment is always sent
+	}
+	var covered time.Duration
+	for ; i > 0 && covered < holdBack; i-- {
+		covered += s.Segments[i].Duration
+	}
+	// i is now one more, for a player that rounds its start down.
+	i = max(i, 0)
+	discSeq = s.DiscSeq
+	for _, seg := range s.Segments[:i] {
+		if seg.Discontinuity {
+			discSeq++
+		}
+	}
+	for _, seg := range s.Segments[i:] {
+		if len(seg.Parts) > 0 {
+			return seg.Parts[0].N, discSeq
+		}
+	}
+	return s.NextPart, discSeq
+}
+
 // Open returns the segment being cut, or nil.
 func (s *Snapshot) Open() *Segment {
 	if n := len(s.Segments); n > 0 && !s.Segments[n-1].Complete {

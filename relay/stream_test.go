@@ -667,3 +667,59 @@ func TestMemoOnce(t *testing.T) {
 		t.Fatalf("Memo of another key = %v", v)
 	}
 }
+
+func TestSnapshotTail(t *testing.T) {
+	// seg builds a complete segment of n 200 ms parts, numbered from first.
+	seg := func(msn, first uint64, n int, disc bool) *Segment {
+		s := &Segment{MSN: msn, Discontinuity: disc, Complete: true}
+		for k := range n {
+			s.Parts = append(s.Parts, &Part{N: first + uint64(k), Duration: 200 * time.Millisecond})
+			s.Duration += 200 * time.Millisecond
+		}
+		return s
+	}
+	open := func(s *Segment) *Segment { s.Complete = false; return s }
+	window := func(n int, td int, perSeg int, openParts int) *Snapshot {
+		snap := &Snapshot{TargetDuration: td, DiscSeq: 4}
+		for i := range n {
+			snap.Segments = append(snap.Segments, seg(uint64(10+i), uint64(i*perSeg), perSeg, false))
+		}
+		snap.Segments = append(snap.Segments, open(seg(uint64(10+n), uint64(n*perSeg), openParts, false)))
+		snap.NextPart = uint64(n*perSeg + openParts)
+		return snap
+	}
+	withDisc := window(12, 1, 5, 2)
+	withDisc.Segments[3].Discontinuity = true
+	withDisc.Segments[9].Discontinuity = true // sent: not counted
+	for _, c := range []struct {
+		name     string
+		snap     *Snapshot
+		from     uint64
+		discSeq  uint64
+		segments int // how many segments the replica starts with
+	}{
+		{"1 s GOP: three seconds and one more", window(12, 1, 5, 2), 40, 4, 5},
+		{"2 s GOP", window(12, 2, 10, 0), 80, 4, 5},
+		{"an empty open segment is sent too", window(12, 1, 5, 0), 40, 4, 5},
+		{"a short window is sent whole", window(2, 1, 5, 1), 0, 4, 3},
+		{"only an open segment", window(0, 1, 5, 3), 0, 4, 1},
+		{"discontinuities skipped are counted", withDisc, 40, 5, 5},
+		{"no segments", &Snapshot{TargetDuration: 1, NextPart: 7}, 7, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			from, disc := c.snap.Tail()
+			if from != c.from || disc != c.discSeq {
+				t.Errorf("Tail() = %d, %d; want %d, %d", from, disc, c.from, c.discSeq)
+			}
+			n := 0
+			for _, s := range c.snap.Segments {
+				if !s.Complete || s.Parts[len(s.Parts)-1].N >= from {
+					n++
+				}
+			}
+			if n != c.segments {
+				t.Errorf("the replica starts with %d segments, want %d", n, c.segments)
+			}
+		})
+	}
+}

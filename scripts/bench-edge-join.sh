@@ -7,7 +7,7 @@
 # It builds relaymesh and scripts/edgejoin once, starts an origin on free
 # loopback ports with a mesh and relay listener, publishes a live 720p30
 # H.264 + AAC stream to it with ffmpeg (-re, testsrc2 + sine, libx264
-# veryfast, GOP 60, 2.5 Mb/s), waits until it is live and, by default,
+# veryfast, a GOP of GOP seconds, 2.5 Mb/s), waits until it is live and, by default,
 # until the origin's window is full (12 segments: what a fresh subscriber
 # is replayed in a long-running show). Then, for each mode, RUNS times:
 # start a fresh edge (new node name and ports), poll every 5 ms until
@@ -24,7 +24,10 @@
 #   RUNS=20 MODES=ondemand scripts/bench-edge-join.sh
 # Environment: RUNS (default 10, 1..100), MODES (default "prewarm ondemand"),
 # WINDOW (complete segments to wait for before the first run, default 12;
-# 0: start as soon as the stream is live), FFMPEG (default ffmpeg),
+# 0: start as soon as the stream is live), GOP (key-frame interval in
+# seconds, 1 or 2, default 1: what most encoders for low latency send; with
+# 2 s more runs arrive when the open segment already holds PART-HOLD-BACK),
+# FFMPEG (default ffmpeg),
 # EDGEJOIN_FLAGS (extra edgejoin flags, e.g. -v or "-log-level debug").
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -35,10 +38,11 @@ cd "$root"
 RUNS=${RUNS:-10}
 MODES=${MODES:-prewarm ondemand}
 WINDOW=${WINDOW:-12}
+GOP=${GOP:-1}
 FFMPEG=${FFMPEG:-ffmpeg}
 EDGEJOIN_FLAGS=${EDGEJOIN_FLAGS:-}
-if ! [[ $RUNS =~ ^[0-9]+$ && $WINDOW =~ ^[0-9]+$ ]] || ((RUNS < 1 || RUNS > 100 || WINDOW > 12)); then
-	echo "bench-edge-join: RUNS=$RUNS WINDOW=$WINDOW: want RUNS 1..100, WINDOW 0..12" >&2
+if ! [[ $RUNS =~ ^[0-9]+$ && $WINDOW =~ ^[0-9]+$ && $GOP =~ ^[12]$ ]] || ((RUNS < 1 || RUNS > 100 || WINDOW > 12)); then
+	echo "bench-edge-join: RUNS=$RUNS WINDOW=$WINDOW GOP=$GOP: want RUNS 1..100, WINDOW 0..12, GOP 1 or 2" >&2
 	exit 2
 fi
 nmodes=$(wc -w <<<"$MODES")
@@ -76,7 +80,7 @@ done
 
 "$FFMPEG" -hide_banner -loglevel error -nostdin -re \
 	-f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
-	-c:v libx264 -preset veryfast -g 60 -keyint_min 60 -sc_threshold 0 -b:v 2500k \
+	-c:v libx264 -preset veryfast -g $((GOP * 30)) -keyint_min $((GOP * 30)) -sc_threshold 0 -b:v 2500k \
 	-c:a aac -b:a 128k -t "$push_s" -f flv "rtmp://127.0.0.1:$rtmp_port/live/bench" \
 	>"$tmp/ffmpeg.log" 2>&1 &
 ffmpeg_pid=$!
@@ -126,6 +130,6 @@ done
 
 el_ms=$((($(date +%s%N) - cpu_start) / 1000000))
 echo "== CPU while benchmarking (${el_ms} ms): ffmpeg $((($(cpu_ticks "$ffmpeg_pid") - ffmpeg_t0) * 1000 * 100 / hz / el_ms))% of one core, origin $((($(cpu_ticks "$origin_pid") - origin_t0) * 1000 * 100 / hz / el_ms))%"
-echo "== summary ($(nproc) cores; key-frame interval 2 s, parts 200 ms)"
+echo "== summary ($(nproc) cores; key-frame interval $GOP s, parts 200 ms)"
 printf '%s\n' "${summaries[@]}"
 echo "load average at end: $(cut -d" " -f1-3 /proc/loadavg)"

@@ -92,8 +92,8 @@ type Subscription struct {
 }
 
 // Subscribe asks the node peer at addr for stream, starting at part
-// fromPart (0: the whole cached window), and feeds pub's stream until ctx
-// ends or the upstream goes. ready is called once the window has arrived,
+// fromPart (0: a fresh replica, the newest segments of the window), and
+// feeds pub's stream until ctx ends or the upstream goes. ready is called once the window has arrived,
 // so that waiting viewers can be answered. It returns ErrNotHeld when the
 // upstream does not have the stream.
 func (e *Endpoint) Subscribe(ctx context.Context, peer, addr string, pub *relay.Publication, fromPart uint64, ready func()) error {

@@ -303,6 +303,11 @@ func (s *sender) run(ctx context.Context) error {
 	}()
 	snap := s.st.Snapshot()
 	cat := wire.CatalogFrom(s.st, snap)
+	if s.from == 0 {
+		// A fresh replica gets the newest segments only, so that its node
+		// answers viewers as soon as they have arrived.
+		s.from, cat.DiscSeq = snap.Tail()
+	}
 	s.inits = map[uint64]bool{}
 	for _, in := range cat.Inits {
 		s.inits[in.ID] = true

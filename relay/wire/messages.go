@@ -112,7 +112,8 @@ func (h *Hello) Unmarshal(b []byte) error {
 type Subscribe struct {
 	Stream string
 	// FromPart is the first part number wanted, to resume after a failover;
-	// 0 asks for the whole cached window.
+	// 0 asks for a fresh replica: the newest segments, as many as a player
+	// starting HOLD-BACK behind the live edge needs (relay.Snapshot.Tail).
 	FromPart uint64
 }
 

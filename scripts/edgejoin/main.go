@@ -52,6 +52,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -78,6 +79,7 @@ func main() {
 	poll := flag.Duration("poll", 5*time.Millisecond, "pause after a failed poll")
 	timeout := flag.Duration("timeout", 10*time.Second, "a run fails if the stream is not playable by then")
 	gap := flag.Duration("gap", 500*time.Millisecond, "pause between runs, after the previous edge has exited")
+	jitter := flag.Duration("jitter", 2*time.Second, "a random extra pause of up to this much between runs, so that runs start at every point of a GOP")
 	origin := flag.String("origin", "", "the origin's media playlist URL: its window is printed before each run")
 	windowWait := flag.Int("wait-window", 0, "before the first run, wait (up to 60 s) until -origin lists this many complete segments")
 	originLog := flag.String("origin-log", "", "the origin's log file: its lines written during each run are shown with the run")
@@ -145,7 +147,9 @@ func main() {
 			}
 		}
 		if i < *runs {
-			time.Sleep(*gap)
+			// Without the jitter, runs that each take about a GOP start at
+			// the same point of it, and every run waits alike.
+			time.Sleep(*gap + rand.N(*jitter+1))
 		}
 	}
 
