@@ -21,6 +21,8 @@ type fixedMesh []steer.Node
 
 func (m fixedMesh) Nodes() []steer.Node { return m }
 
+func (fixedMesh) LoadInterval() time.Duration { return time.Second }
+
 func routedNode(name string, viewers, capacity int) steer.Node {
 	return steer.Node{Name: name, URL: "http://" + name + ".example:8080", Ready: true, Viewers: viewers, Capacity: capacity}
 }

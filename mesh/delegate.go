@@ -51,7 +51,14 @@ func (d delegate) NotifyMsg(b []byte) {
 
 // GetBroadcasts hands memberlist the queued stream-list messages.
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.m.queue.GetBroadcasts(overhead, limit)
+	msgs := d.m.queue.GetBroadcasts(overhead, limit)
+	bs := &d.m.bstats
+	bs.rooms.Add(1)
+	bs.sent.Add(uint64(len(msgs)))
+	for _, b := range msgs {
+		bs.bytes.Add(uint64(len(b)))
+	}
+	return msgs
 }
 
 // LocalState returns the stream lists of this node and every alive peer

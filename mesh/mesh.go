@@ -107,9 +107,17 @@ type Config struct {
 const (
 	tickInterval = 250 * time.Millisecond // how often Run samples Local
 	// loadInterval spaces updates that change only load (viewer counts,
-	// egress, CPU). Changes to role, state, region, addresses, capacity or
-	// the set of streams go out at the next tick.
+	// egress, CPU), in a mesh of up to loadBudget nodes (see LoadInterval).
+	// Changes to role, state, region, addresses, capacity or the set of
+	// streams go out at the next tick.
 	loadInterval = time.Second
+	// loadBudget is how many load-only updates a second the whole mesh
+	// gossips at most. memberlist re-sends each update from every node
+	// that hears it (4 × log10 N times), so one update a second from every
+	// node overflows it past about 50 nodes: at 100, its handler queues
+	// dropped alive messages and stream lists waited 44 s for room in the
+	// gossip packets (docs/scaling.md).
+	loadBudget = 32
 	leaveTimeout = 2 * time.Second // bound on the leave broadcast
 	// rejoinMin and rejoinMax bound the backoff of Run's retries of the
 	// seeds while this node is alone.
@@ -135,6 +143,7 @@ type Mesh struct {
 	ml      *memberlist.Memberlist
 	vivaldi *coordinate.Client
 	queue   *memberlist.TransmitLimitedQueue
+	bstats  broadcastCounters
 	members atomic.Int64 // alive nodes including self
 	bad     ratelog.Limiter
 	running atomic.Bool
@@ -543,6 +552,17 @@ func (m *Mesh) sample() NodeState {
 // concurrent use; a no-op once the mesh has stopped.
 func (m *Mesh) Update() { m.tick(time.Now()) }
 
+// LoadInterval is how often a node in a mesh of n nodes gossips a change
+// of load only: every second up to loadBudget nodes, then less often, so
+// that the mesh as a whole sends loadBudget such updates a second.
+func LoadInterval(n int) time.Duration {
+	return max(loadInterval, time.Duration(n)*time.Second/loadBudget)
+}
+
+// LoadInterval is how often this node gossips a change of load only, in
+// the mesh as it is now.
+func (m *Mesh) LoadInterval() time.Duration { return LoadInterval(m.Members()) }
+
 // tick samples Local and publishes what changed.
 func (m *Mesh) tick(now time.Time) {
 	m.life.RLock()
@@ -551,12 +571,13 @@ func (m *Mesh) tick(now time.Time) {
 		return
 	}
 	s := m.sample()
+	every := m.LoadInterval()
 
 	m.mu.Lock()
 	m.self = s
 	updateMeta := false
 	if meta, clip := encodeMeta(s, metaLimit); !bytes.Equal(meta, m.meta) &&
-		(!sameIdentity(s, m.metaState) || now.Sub(m.metaAt) >= loadInterval) {
+		(!sameIdentity(s, m.metaState) || now.Sub(m.metaAt) >= every) {
 		if clip != m.metaClip {
 			m.warnClip(clip, s)
 		}
@@ -564,7 +585,7 @@ func (m *Mesh) tick(now time.Time) {
 		updateMeta = true
 	}
 	if !slices.Equal(s.Streams, m.pubStr) &&
-		(!sameButViewers(s.Streams, m.pubStr) || now.Sub(m.streamsAt) >= loadInterval) {
+		(!sameButViewers(s.Streams, m.pubStr) || now.Sub(m.streamsAt) >= every) {
 		m.seq++
 		m.pubStr, m.streamsAt = s.Streams, now
 		m.broadcastLocked(m.name, encodeStreams(streamEntry{m.name, m.seq, s.Streams}))
@@ -590,7 +611,7 @@ func sameIdentity(a, b NodeState) bool {
 }
 
 // sameButViewers reports whether a and b differ at most in viewer counts,
-// which change all the time and wait for loadInterval; which streams are
+// which change all the time and wait for LoadInterval; which streams are
 // held, and from where, goes out at once.
 func sameButViewers(a, b []StreamLoad) bool {
 	return slices.EqualFunc(a, b, func(x, y StreamLoad) bool {
@@ -650,6 +671,27 @@ func (m *Mesh) applyEntryLocked(e streamEntry) bool {
 func (m *Mesh) dropped(what, peer string, err error) {
 	if ok, suppressed := m.bad.Allow(); ok {
 		m.log.Warn("dropped bad mesh "+what, "peer", peer, "err", err, "suppressed", suppressed)
+	}
+}
+
+// BroadcastStats counts how the stream-list broadcasts fare. memberlist
+// fills each gossip packet with its own messages (alive, suspect, dead)
+// first and asks for stream lists only when room is left, so Rooms
+// against the gossip rate shows whether lists get a share at all.
+type BroadcastStats struct {
+	Queued int    // stream-list messages waiting for (re)transmission now
+	Rooms  uint64 // times memberlist had room for stream lists
+	Sent   uint64 // stream-list messages handed to memberlist
+	Bytes  uint64 // their bytes
+}
+
+type broadcastCounters struct{ rooms, sent, bytes atomic.Uint64 }
+
+// BroadcastStats returns the stream-list broadcast counters since start.
+func (m *Mesh) BroadcastStats() BroadcastStats {
+	return BroadcastStats{
+		Queued: m.queue.NumQueued(),
+		Rooms:  m.bstats.rooms.Load(), Sent: m.bstats.sent.Load(), Bytes: m.bstats.bytes.Load(),
 	}
 }
 

@@ -485,3 +485,17 @@ func TestRejoinWhenSeedComesUp(t *testing.T) {
 	took := eventually(t, "b joins a once a is up", func() bool { return b.Members() == 2 && a.Members() == 2 })
 	t.Logf("rejoined after %v", took)
 }
+
+func TestLoadIntervalGrowsWithTheMesh(t *testing.T) {
+	for _, c := range []struct {
+		nodes int
+		want  time.Duration
+	}{
+		{1, time.Second}, {loadBudget, time.Second}, {2 * loadBudget, 2 * time.Second},
+		{100, 3125 * time.Millisecond}, {200, 6250 * time.Millisecond},
+	} {
+		if got := LoadInterval(c.nodes); got != c.want {
+			t.Errorf("LoadInterval(%d) = %v, want %v", c.nodes, got, c.want)
+		}
+	}
+}

@@ -130,6 +130,13 @@ func (n *node) newRouting() (*edge.Routing, error) {
 // this node's own viewers and state as they are now.
 type routingView struct{ n *node }
 
+func (v routingView) LoadInterval() time.Duration {
+	if c := v.n.cluster; c != nil {
+		return c.mesh.LoadInterval()
+	}
+	return mesh.LoadInterval(1)
+}
+
 func (v routingView) Nodes() []steer.Node {
 	c := v.n.cluster
 	if c == nil {

@@ -14,6 +14,9 @@ type Mesh interface {
 	// most every refreshInterval and never concurrently, and keeps the
 	// returned slice: it must not be modified afterwards.
 	Nodes() []Node
+	// LoadInterval is how often nodes gossip a change of load only: it
+	// grows with the mesh.
+	LoadInterval() time.Duration
 }
 
 // Timing of a Router.
@@ -27,7 +30,8 @@ const (
 	// includes it (the node samples its load every 250 ms).
 	ledgerSlack = 500 * time.Millisecond
 	// ledgerMax bounds how long a viewer counts as pending, for one that
-	// never arrived or a node whose load does not change.
+	// never arrived or a node whose load does not change; at least two
+	// load intervals, in a mesh large enough to gossip load less often.
 	ledgerMax = 3 * time.Second
 )
 
@@ -65,9 +69,10 @@ func (r *Router) View(self string) View {
 	now := time.Now()
 	out := make([]Node, len(nodes))
 	copy(out, nodes)
+	keep := max(ledgerMax, 2*r.Mesh.LoadInterval())
 	r.mu.Lock()
 	for i := range out {
-		out[i].Pending = r.pendingLocked(out[i], now)
+		out[i].Pending = r.pendingLocked(out[i], now, keep)
 	}
 	r.mu.Unlock()
 	return View{Self: self, Nodes: out}
@@ -89,10 +94,10 @@ func (r *Router) nodes() []Node {
 
 // pendingLocked counts the viewers sent to n that its gossip cannot
 // include yet, and forgets those it must.
-func (r *Router) pendingLocked(n Node, now time.Time) int {
+func (r *Router) pendingLocked(n Node, now time.Time, keep time.Duration) int {
 	sent := r.ledger[n.Name]
 	drop := 0
-	for drop < len(sent) && now.Sub(sent[drop]) > ledgerMax {
+	for drop < len(sent) && now.Sub(sent[drop]) > keep {
 		drop++
 	}
 	if drop > 0 {

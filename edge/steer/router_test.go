@@ -11,6 +11,8 @@ type fixedMesh []Node
 
 func (m fixedMesh) Nodes() []Node { return m }
 
+func (fixedMesh) LoadInterval() time.Duration { return time.Second }
+
 // TestRouterLedger: viewers this node sends count on their node until its
 // gossip, heard afterwards, includes them.
 func TestRouterLedger(t *testing.T) {

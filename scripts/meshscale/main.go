@@ -360,9 +360,10 @@ func (s *scale) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("steady: %.0f s: per node UDP out %.0f B/s (%.1f packets/s), UDP in %.0f B/s, push/pull out %.0f B/s (%.2f states/s, largest %.1f kB); CPU %.0f%% of one core (%.0f µs/s per node); load sample age p50 %v p99 %v (meta), p50 %v p99 %v (stream list); memberlist warnings %d, errors %d, suspect messages %d, dead messages %d (no node failed)\n",
+	fmt.Printf("steady: %.0f s: per node UDP out %.0f B/s (%.1f packets/s), UDP in %.0f B/s, push/pull out %.0f B/s (%.2f states/s, largest %.1f kB); CPU %.0f%% of one core (%.0f µs/s per node); load sample age p50 %v p99 %v (meta), p50 %v p99 %v (stream list); memberlist warnings %d, errors %d, suspect messages %d, dead messages %d (no node failed); stream-list broadcasts per node: room %.1f/s, sent %.1f/s, queued %.1f\n",
 		st.dur.Seconds(), st.udpOut, st.udpPkts, st.udpIn, st.tcpOut, st.tcpMsgs, float64(st.stateMax)/1000,
-		st.cpuPct, st.cpuPerNode, st.metaP50, st.metaP99, st.listP50, st.listP99, st.warns, st.errs, st.suspects, st.deads)
+		st.cpuPct, st.cpuPerNode, st.metaP50, st.metaP99, st.listP50, st.listP99, st.warns, st.errs, st.suspects, st.deads,
+		st.bcastRooms, st.bcastSent, st.bcastQueued)
 
 	// 3.–5. Events.
 	joins, joinStreams, leaves, err := s.joinTrials(ctx, rng)
@@ -382,12 +383,12 @@ func (s *scale) run(ctx context.Context) (err error) {
 		" join_ms=%s join_streams_ms=%s leave_ms=%s fail_ms=%s drain_ms=%s"+
 		" meta_age_ms=%d/%d list_age_ms=%d/%d"+
 		" udp_out_Bps=%.0f udp_in_Bps=%.0f tcp_out_Bps=%.0f out_Bps=%.0f udp_pkts_s=%.1f pushpull_max_kB=%.1f"+
-		" cpu_pct=%.0f ml_warn_err=%d/%d false_suspect=%d\n",
+		" cpu_pct=%.0f ml_warn_err=%d/%d false_suspect=%d list_room_s=%.1f list_sent_s=%.1f list_queued=%.1f\n",
 		o.Nodes, o.Origins, o.Origins*o.Streams, o.Relayed, o.Churn, o.Key != "", edgeBytes, originBytes, boot.Seconds(),
 		summarize(joins), summarize(joinStreams), summarize(leaves), summarize(fails), summarize(drains),
 		st.metaP50.Milliseconds(), st.metaP99.Milliseconds(), st.listP50.Milliseconds(), st.listP99.Milliseconds(),
 		st.udpOut, st.udpIn, st.tcpOut, st.udpOut+st.tcpOut, st.udpPkts, float64(st.stateMax)/1000,
-		st.cpuPct, st.warns, st.errs, st.suspects)
+		st.cpuPct, st.warns, st.errs, st.suspects, st.bcastRooms, st.bcastSent, st.bcastQueued)
 	return nil
 }
 
@@ -425,6 +426,9 @@ type steadyFigures struct {
 	metaP50, metaP99, listP50, listP99 time.Duration
 	warns, errs                        int64 // memberlist's warnings and errors in the window
 	suspects, deads                    int64 // suspect and dead messages processed in the window, all nodes
+	// Stream-list broadcasts, per node: how often memberlist left room for
+	// them, how many went out a second, and the mean queue at the end.
+	bcastRooms, bcastSent, bcastQueued float64
 }
 
 func (s *scale) steady(ctx context.Context) (steadyFigures, error) {
@@ -466,6 +470,17 @@ func (s *scale) steady(ctx context.Context) (steadyFigures, error) {
 	}
 	s.tr.stateMax.Store(0)
 	warn0, err0 := s.logs.warns.Load(), s.logs.errs.Load()
+	bcast := func() (b mesh.BroadcastStats) {
+		for _, n := range s.nodes {
+			x := n.m.BroadcastStats()
+			b.Queued += x.Queued
+			b.Rooms += x.Rooms
+			b.Sent += x.Sent
+			b.Bytes += x.Bytes
+		}
+		return b
+	}
+	b0 := bcast()
 	c0, cpu0, w0 := s.tr.snapshot(), cpuTime(), time.Now()
 	tk := time.NewTicker(2 * time.Second)
 	defer tk.Stop()
@@ -479,6 +494,7 @@ func (s *scale) steady(ctx context.Context) (steadyFigures, error) {
 	}
 	c, cpu, dur := s.tr.snapshot().sub(c0), cpuTime()-cpu0, time.Since(w0)
 	n := len(s.nodes)
+	b1 := bcast()
 	return steadyFigures{
 		dur:    dur,
 		udpOut: perNodeRate(c.UDPOut, n, dur), udpPkts: perNodeRate(c.UDPOutPkts, n, dur),
@@ -490,6 +506,9 @@ func (s *scale) steady(ctx context.Context) (steadyFigures, error) {
 		metaP50:    percentile(metaAges, 50), metaP99: percentile(metaAges, 99),
 		listP50: percentile(listAges, 50), listP99: percentile(listAges, 99),
 		warns: s.logs.warns.Load() - warn0, errs: s.logs.errs.Load() - err0,
+		bcastRooms:  perNodeRate(int64(b1.Rooms-b0.Rooms), n, dur),
+		bcastSent:   perNodeRate(int64(b1.Sent-b0.Sent), n, dur),
+		bcastQueued: float64(b1.Queued) / float64(n),
 	}, nil
 }
 
