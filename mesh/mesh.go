@@ -117,7 +117,7 @@ const (
 	// node overflows it past about 50 nodes: at 100, its handler queues
 	// dropped alive messages and stream lists waited 44 s for room in the
 	// gossip packets (docs/scaling.md).
-	loadBudget = 32
+	loadBudget   = 32
 	leaveTimeout = 2 * time.Second // bound on the leave broadcast
 	// rejoinMin and rejoinMax bound the backoff of Run's retries of the
 	// seeds while this node is alone.
