@@ -209,17 +209,41 @@ func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, st *r
 const holdBackParts = 3
 
 // startable reports whether a player that starts PART-HOLD-BACK behind the
-// live edge of snap starts inside the open segment. Right after a segment
-// boundary it would start among the parts of the segment before, and
-// hls.js 1.7 that starts there does not go on to the open segment's parts
-// until two more segments are complete: seconds of stall. A viewer's first
-// playlist request therefore waits up to PART-HOLD-BACK for the open
-// segment to fill. Later ones never do: players that reload without
-// blocking (gohlslib) would skip the first parts of every segment.
+// live edge of snap can start from it.
+//
+// hls.js 1.7 that starts inside the open segment loads the parts listed
+// there in one run. If a reload completes the segment between the end of
+// that run and its append, hls.js takes the segment for buffered whole and
+// never fetches the rest: it stalls until the segment's parts leave the
+// playlist (three target durations, 5–9 s seen), then jumps the hole. A
+// start among the parts of a complete segment cannot meet this, nor a
+// start in an open segment far from its end. So a viewer's first playlist
+// waits while the open segment holds PART-HOLD-BACK parts or more and is
+// expected (from the segment before it) to complete within
+// PART-HOLD-BACK − 1 more: after the boundary the player starts in the
+// segment just completed. Viewers arriving elsewhere in the segment do not
+// wait.
+//
+// In the first segments of a stream, a start in a complete segment stalls
+// hls.js instead (or leaves it 4 s behind), so there a first playlist waits
+// until the open segment holds PART-HOLD-BACK parts.
+//
+// Later requests never wait: players that reload without blocking
+// (gohlslib) would skip parts.
 func startable(snap *relay.Snapshot) bool {
-	open := snap.Open()
-	return open == nil || !snap.Live || len(open.Parts) >= holdBackParts
+	open, prev := snap.Open(), snap.LastComplete()
+	if open == nil || prev == nil || !snap.Live {
+		return true
+	}
+	if len(snap.Segments) <= streamStartSegments {
+		return len(open.Parts) >= holdBackParts
+	}
+	return len(open.Parts) < holdBackParts || len(prev.Parts)-len(open.Parts) >= holdBackParts
 }
+
+// streamStartSegments: a window of this many segments or fewer, the open
+// one included, is the start of a stream for startable.
+const streamStartSegments = 3
 
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
 	snap := st.Snapshot()

@@ -321,36 +321,66 @@ func TestServeMediaWaitsForFirstSegment(t *testing.T) {
 	}
 }
 
-// Right after a segment boundary, a player's first playlist waits until
-// the open segment holds PART-HOLD-BACK of parts, so that the player starts
-// inside it (see startable); if none come, the playlist is served anyway.
-func TestServeMediaStartsInOpenSegment(t *testing.T) {
+// A viewer's first playlist is served at once, except near the end of the
+// open segment (judged by the segment before it), where it waits for the
+// boundary, and in a stream's first segments, where it waits for the open
+// segment to hold PART-HOLD-BACK (see startable); if neither comes, it is
+// served anyway. Blocking reloads and the session's later requests never
+// wait.
+func TestServeMediaStartsAwayFromSegmentEnd(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, relay.RegistryConfig{})
-	f.b.open(false)
-	f.b.segment(2*time.Second, false) // segment 0 complete, segment 1 open and empty
-	ch := f.async(mediaPath)
-	pending(t, ch, 100*time.Millisecond, "playlist with an empty open segment")
-	for range holdBackParts - 1 {
-		f.b.part(testPartTarget)
+	quick := func(path, what string) *mediaPlaylist {
+		t.Helper()
+		r := await(t, f.async(path), 300*time.Millisecond, what)
+		if r.status != http.StatusOK {
+			t.Fatalf("%s: %d\n%s", what, r.status, r.body)
+		}
+		return parseMedia(t, r.body)
 	}
-	pending(t, ch, 100*time.Millisecond, "playlist with too few parts in the open segment")
-	f.b.part(testPartTarget)
-	r := await(t, ch, 2*time.Second, "playlist once the open segment holds PART-HOLD-BACK")
-	if pl := parseMedia(t, r.body); r.status != http.StatusOK || !hasPart(pl, 10+holdBackParts-1) {
+
+	// The stream's start: segment 0 complete, segment 1 open and empty.
+	f.b.open(false)
+	f.b.segment(time.Second, false)
+	ch := f.async(mediaPath + "?rmsid=0000000000000000")
+	pending(t, ch, 150*time.Millisecond, "first playlist at the stream's start")
+	f.b.fill(holdBackParts * testPartTarget)
+	if r := await(t, ch, time.Second, "first playlist once the open segment holds PART-HOLD-BACK"); !hasPart(parseMedia(t, r.body), 7) {
+		t.Fatalf("%d\n%s", r.status, r.body)
+	}
+	f.b.fill(2 * testPartTarget)
+	f.b.open(false)
+	f.b.segment(time.Second, false) // segments 0-2 complete (parts 0-14), 3 open
+
+	quick(mediaPath+"?rmsid=aaaaaaaaaaaaaaaa", "first playlist at the start of a segment")
+	f.b.fill((holdBackParts - 1) * testPartTarget) // parts 15, 16
+	quick(mediaPath+"?rmsid=bbbbbbbbbbbbbbbb", "first playlist in the middle of a segment")
+
+	f.b.part(testPartTarget) // part 17: two parts short of segment 2's five
+	ch = f.async(mediaPath + "?rmsid=cccccccccccccccc")
+	pending(t, ch, 150*time.Millisecond, "first playlist near the end of a segment")
+	if pl := quick(mediaPath+"?rmsid=aaaaaaaaaaaaaaaa", "the session's next request"); !hasPart(pl, 17) {
+		t.Fatalf("the session's next request lacks part 17:\n%s", pl.raw)
+	}
+	quick(mediaPath+"?rmsid=dddddddddddddddd&_HLS_msn=3&_HLS_part=2", "blocking reload as a first request")
+	f.b.fill(2 * testPartTarget)
+	f.b.open(false) // segment 3 complete, segment 4 open
+	r := await(t, ch, time.Second, "first playlist after the boundary")
+	if pl := parseMedia(t, r.body); r.status != http.StatusOK || !hasPart(pl, 19) {
 		t.Fatalf("%d\n%s", r.status, r.body)
 	}
 
-	// Blocking reloads never wait for this, and a stalled publisher does
-	// not turn a first request into an error.
-	f.b.open(false)
-	start := time.Now()
-	r = await(t, f.async(mediaPath+"?_HLS_msn=1"), time.Second, "blocking reload for a complete segment")
-	if r.status != http.StatusOK || time.Since(start) > 600*time.Millisecond {
-		t.Fatalf("blocking reload: %d after %v", r.status, time.Since(start))
-	}
-	r = await(t, f.async(mediaPath), 3*time.Second, "playlist while the publisher stalls")
-	if r.status != http.StatusOK {
+	// A long segment: three parts in, the open one is far from its end.
+	f.b.segment(2*time.Second, false) // segment 4: 10 parts
+	f.b.fill(holdBackParts * testPartTarget)
+	quick(mediaPath+"?rmsid=eeeeeeeeeeeeeeee", "first playlist early in a long segment")
+
+	// A publisher that stalls near a segment's end does not turn a first
+	// request into an error: it is served when the wait runs out.
+	f.b.fill(6 * testPartTarget) // 9 of the 10 parts
+	ch = f.async(mediaPath + "?rmsid=ffffffffffffffff")
+	pending(t, ch, 150*time.Millisecond, "first playlist near the end of a long segment")
+	if r := await(t, ch, 2*time.Second, "first playlist while the publisher stalls"); r.status != http.StatusOK {
 		t.Fatalf("first request during a stall: %d", r.status)
 	}
 }

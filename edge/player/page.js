@@ -198,11 +198,10 @@
   });
 
   function startHls() {
-    // maxLiveSyncPlaybackRate: a viewer who fell behind (a stall, a slow
-    // start) plays up to 1.5x until back at the target latency, so the host
-    // and the chat stay in step; hls.js otherwise keeps the delay it has.
+    // maxLiveSyncPlaybackRate 1 turns hls.js's own catch-up off: catchUp
+    // below does it instead.
     hls = new Hls({
-      lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5,
+      lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1,
       debug: new URLSearchParams(location.search).has('debug') // ?debug: hls.js logs to the console
     });
     hls.on(Hls.Events.FRAG_LOADED, function (ev, data) {
@@ -215,10 +214,59 @@
     });
     hls.on(Hls.Events.STEERING_MANIFEST_LOADED, function () { st.steeringLoads++; });
     hls.on(Hls.Events.MANIFEST_PARSED, play);
+    startAtSyncPosition(hls);
     hls.on(Hls.Events.ERROR, onHlsError);
     hls.loadSource(src);
     hls.attachMedia(video);
   }
+
+  // hls.js starts a live stream at the first frame of the segment that
+  // holds its sync position (PART-HOLD-BACK behind the live edge): it
+  // buffers from the segment's keyframe and plays from the buffer's start,
+  // up to a GOP later than the sync position. startAtSyncPosition seeks to
+  // the sync position (less LIVE_MARGIN) as soon as the first media is
+  // buffered, before anything is shown; catchUp below makes up the rest.
+  // LIVE_MARGIN: the page plays this much behind hls.js's target latency,
+  // so that its buffer also covers a pathway switch (a first playlist from
+  // another node).
+  var LIVE_MARGIN = 0.1;
+  function startAtSyncPosition(h) {
+    var done = false;
+    h.on(Hls.Events.FRAG_BUFFERED, function () {
+      if (done || h !== hls) return;
+      done = true;
+      var pos = h.liveSyncPosition, b = video.buffered, t = video.currentTime;
+      if (pos !== null) pos -= LIVE_MARGIN;
+      // Only a player that has not started (its playhead before the
+      // buffer), to a position in what is being buffered: hls.js loads the
+      // rest of the way to the live edge.
+      if (st.everPlayed || video.seeking || pos === null || !isFinite(pos) || !b.length ||
+        t >= b.start(0) || pos <= b.start(0)) return;
+      video.currentTime = pos;
+    });
+  }
+
+  // catchUp: a viewer who fell behind (a slow start, a stall) plays faster
+  // until back at hls.js's target latency plus LIVE_MARGIN, so the host and
+  // the chat stay in step. hls.js's own catch-up (maxLiveSyncPlaybackRate)
+  // acts only while more than 1 s is buffered ahead, which a player near
+  // PART-HOLD-BACK (3 parts, 0.6 s) never has: it would keep its surplus
+  // for the whole session. This one speeds up in proportion to the surplus
+  // (up to CATCHUP_MAX_RATE), and only while CATCHUP_MIN_BUFFER is buffered
+  // ahead: a viewer who is behind because parts arrive late (a slow link,
+  // a busy node) has a thin buffer, and playing it faster would stall.
+  // Beyond CATCHUP_MAX_SURPLUS the viewer is taken to watch behind on
+  // purpose (seeked back).
+  var CATCHUP_MIN_SURPLUS = 0.05, CATCHUP_MAX_SURPLUS = 3, CATCHUP_MIN_BUFFER = 0.5, CATCHUP_MAX_RATE = 1.2;
+  setInterval(function catchUp() {
+    if (!hls || st.engine !== 'hls.js' || !playing()) return;
+    var target = hls.targetLatency, surplus = hls.latency - target - LIVE_MARGIN, rate = 1;
+    if (target && surplus > CATCHUP_MIN_SURPLUS && surplus < CATCHUP_MAX_SURPLUS &&
+      bufferAhead() > CATCHUP_MIN_BUFFER) {
+      rate = Math.min(CATCHUP_MAX_RATE, Math.round((1 + surplus) * 20) / 20);
+    }
+    if (video.playbackRate !== rate) video.playbackRate = rate;
+  }, 250);
 
   function restartHls(delay) {
     if (hls) hls.destroy();

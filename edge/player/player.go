@@ -38,9 +38,12 @@
 // The page picks hls.js wherever Media Source Extensions exist, except in
 // Safari, which plays LL-HLS natively; ?engine=native or ?engine=hls.js on
 // the page URL overrides the choice, and ?debug turns on hls.js's console
-// log. hls.js may play at up to 1.5x to get
-// back to its target latency after a stall (maxLiveSyncPlaybackRate), for
-// deficits up to about one target duration. Beyond the hls.js error recovery, a
+// log. With hls.js the page starts at hls.js's sync position (PART-HOLD-BACK
+// behind the live edge, plus 0.1 s) rather than at the keyframe before it,
+// and a viewer who falls behind (a slow start, a stall) plays at up to 1.2x
+// until back there, while at least 0.5 s is buffered ahead: hls.js's own
+// catch-up needs 1 s buffered, more than a player at PART-HOLD-BACK has.
+// Beyond the hls.js error recovery, a
 // watchdog reloads the stream when playback has not moved for 8 s without
 // the viewer pausing (an origin restart). When the show ends the page says
 // so, and starts again once a new show is live under the same name.
