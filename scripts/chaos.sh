@@ -437,7 +437,8 @@ restart() {
 
 # segments NODE: "NODE MSN SECONDS" for each complete segment the node's
 # media playlist lists, SECONDS its PROGRAM-DATE-TIME (seconds into the
-# month).
+# month). It fails when the node answers an error (a node that has just
+# woken and yielded holds no stream for a moment).
 segments() {
 	curl -fsS --max-time 2 "http://127.0.0.1:${node_http[$1]}/live/$stream/media.m3u8" 2>/dev/null |
 		awk -v n="$1" '
@@ -488,7 +489,7 @@ check_state() {
 	now=$(now_ms)
 	echo "  $(stamp) stream roles:$r"
 	for n in "${nodes[@]}"; do
-		kill -0 "${node_pid[$n]}" 2>/dev/null && segs+=$(segments "$n")$'\n'
+		kill -0 "${node_pid[$n]}" 2>/dev/null && segs+=$(segments "$n" || true)$'\n'
 	done
 	d=$(diverged <<<"$segs")
 	if (($(grep -o '=primary' <<<"$r" | wc -l) >= 2)); then
