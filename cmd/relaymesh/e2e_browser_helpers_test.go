@@ -160,6 +160,7 @@ type playerStats struct {
 	SteeringLoads int            `json:"steeringLoads"`
 	Waiting       int            `json:"waiting"`
 	StalledMs     float64        `json:"stalledMs"`
+	Jumps         int            `json:"jumps"`
 	Ended         bool           `json:"ended"`
 	// Beyond window.relaymesh: the page's clock (performance.now(), in
 	// ms), Chromium's count of decoded audio bytes, and the page's status
@@ -176,10 +177,10 @@ func (s *playerStats) String() string {
 	}
 	return fmt.Sprintf("engine=%q playing=%v currentTime=%.2f latency=%s bufferAhead=%.2f level=%q "+
 		"frames=%d dropped=%d audioBytes=%.0f frags=%d parts=%d errors=%d %q fatal=%q status=%q "+
-		"pathway=%q host=%q hosts=%v steeringLoads=%d waiting=%d stalled=%.0fms",
+		"pathway=%q host=%q hosts=%v steeringLoads=%d waiting=%d stalled=%.0fms jumps=%d",
 		s.Engine, s.Playing, s.CurrentTime, lat, s.BufferAhead, s.Level, s.TotalFrames, s.DroppedFrames,
 		s.AudioDecoded, s.FragsLoaded, s.PartsLoaded, s.ErrorCount, s.Errors, s.FatalErrors, s.Status,
-		s.Pathway, s.Host, s.Hosts, s.SteeringLoads, s.Waiting, s.StalledMs)
+		s.Pathway, s.Host, s.Hosts, s.SteeringLoads, s.Waiting, s.StalledMs, s.Jumps)
 }
 
 // statsJS reads window.relaymesh field by field (its properties are
@@ -195,7 +196,7 @@ const statsJS = `(() => {
 		totalFrames: r.totalFrames, fragsLoaded: r.fragsLoaded, partsLoaded: r.partsLoaded,
 		errors: r.errors, fatalErrors: r.fatalErrors, errorCount: r.errorCount,
 		host: r.host, hosts: r.hosts, pathway: r.pathway, steeringLoads: r.steeringLoads,
-		waiting: r.waiting, stalledMs: r.stalledMs, ended: r.ended,
+		waiting: r.waiting, stalledMs: r.stalledMs, jumps: r.jumps, ended: r.ended,
 		now: performance.now(),
 		audioDecoded: v && v.webkitAudioDecodedByteCount || 0,
 		status: st ? st.textContent : ''

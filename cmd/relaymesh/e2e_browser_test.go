@@ -151,3 +151,43 @@ func TestBrowserCatchesUpAfterPause(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// TestBrowserBackToLiveAfterStall blocks the page's JavaScript for 4 s, as
+// a busy device would stall a viewer, which leaves it about 4 s behind the
+// live edge with that much buffered. The page jumps it back near its
+// latency before the stall, since the viewer did not pause or seek.
+func TestBrowserBackToLiveAfterStall(t *testing.T) {
+	t.Parallel()
+	requireE2E(t, "ffmpeg")
+	requireChromium(t)
+	ctx := testContext(t, 60*time.Second)
+	o := startOrigin(t)
+	startPublisher(t, "ffmpeg", o.rtmpURL("test"), 55)
+	b := startBrowser(t)
+	c := newHTTPClient(t)
+	waitPlaylist(t, ctx, c, o.url("/live/test/media.m3u8"), "a complete segment", hasComplete(1))
+	p := playInBrowser(t, b, o.url("/live/test/"), browserStartLimit, 2*time.Second)
+	before, _ := p.latencyRange()
+
+	eval[bool](t, b, `(() => { const end = Date.now() + 4000; while (Date.now() < end) {} return true; })()`)
+	behind := 0.0
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := b.mustStats(t)
+		if st.Latency != nil {
+			behind = max(behind, *st.Latency)
+			if behind > before+2 && *st.Latency < before+0.4 && st.Playing {
+				t.Logf("latency %.2f s before the stall, %.2f s after it, back to %.2f s after %d jump(s)", before, behind, *st.Latency, st.Jumps)
+				if st.Jumps == 0 {
+					t.Errorf("back near the live edge without the page's jump: %s", st.String())
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("latency %.2f s before the stall, at most %.2f s after it, still %s 20 s later: the player did not get back",
+				before, behind, st.String())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

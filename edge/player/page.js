@@ -14,7 +14,7 @@
     engine: '', playing: false, fatalErrors: [], errors: [], errorCount: 0,
     fragsLoaded: 0, partsLoaded: 0, lastError: '', lastFatal: false, lastErrorAt: 0,
     blocked: false, everPlayed: false, host: '', hosts: {}, steeringLoads: 0, waiting: 0,
-    stalledMs: 0, waitingSince: 0, showEnded: false
+    stalledMs: 0, waitingSince: 0, showEnded: false, behindOnPurpose: false, jumps: 0
   };
   var hls = null;
   var retryTimer = 0;
@@ -110,6 +110,7 @@
       get steeringLoads() { return st.steeringLoads; },
       get waiting() { return st.waiting; },
       get ended() { return st.showEnded; },
+      get jumps() { return st.jumps; }, // times catchUp took a stalled viewer back to live
       get stalledMs() {
         return st.stalledMs + (st.waitingSince ? performance.now() - st.waitingSince : 0);
       },
@@ -201,7 +202,7 @@
     // maxLiveSyncPlaybackRate 1 turns hls.js's own catch-up off: catchUp
     // below does it instead.
     hls = new Hls({
-      lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1,
+      lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1, liveSyncOnStallIncrease: 0,
       debug: new URLSearchParams(location.search).has('debug') // ?debug: hls.js logs to the console
     });
     hls.on(Hls.Events.FRAG_LOADED, function (ev, data) {
@@ -242,9 +243,25 @@
       // rest of the way to the live edge.
       if (st.everPlayed || video.seeking || pos === null || !isFinite(pos) || !b.length ||
         t >= b.start(0) || pos <= b.start(0)) return;
-      video.currentTime = pos;
+      seekOwn(pos);
     });
   }
+
+  // seekOwn seeks for the page, not the viewer. A pause, or a seek back,
+  // is the viewer's: from then on they may watch behind on purpose, and
+  // catchUp does not jump them. (hls.js seeks too, forward over holes.)
+  var ownSeek = false, lastPlayhead = 0;
+  function seekOwn(pos) {
+    ownSeek = true;
+    video.currentTime = pos;
+  }
+  video.addEventListener('seeking', function () {
+    if (ownSeek) ownSeek = false;
+    else if (st.everPlayed && video.currentTime < lastPlayhead - 0.5) st.behindOnPurpose = true;
+  });
+  video.addEventListener('pause', function () {
+    if (st.everPlayed && !video.ended) st.behindOnPurpose = true;
+  });
 
   // catchUp: a viewer who fell behind (a slow start, a stall) plays faster
   // until back at hls.js's target latency plus LIVE_MARGIN, so the host and
@@ -255,13 +272,21 @@
   // (up to CATCHUP_MAX_RATE), and only while CATCHUP_MIN_BUFFER is buffered
   // ahead: a viewer who is behind because parts arrive late (a slow link,
   // a busy node) has a thin buffer, and playing it faster would stall.
-  // Beyond CATCHUP_MAX_SURPLUS the viewer is taken to watch behind on
-  // purpose (seeked back).
+  // Beyond CATCHUP_MAX_SURPLUS, a viewer who stalled (a busy device, a
+  // frozen node) and has the media up to the sync position buffered jumps
+  // there at once, unless they paused or seeked back. hls.js would instead
+  // raise its target latency by a second per stall
+  // (liveSyncOnStallIncrease, set to 0 here) and keep the viewer behind.
   var CATCHUP_MIN_SURPLUS = 0.05, CATCHUP_MAX_SURPLUS = 3, CATCHUP_MIN_BUFFER = 0.5, CATCHUP_MAX_RATE = 1.2;
   setInterval(function catchUp() {
+    if (!video.seeking) lastPlayhead = video.currentTime;
     if (!hls || st.engine !== 'hls.js' || !playing()) return;
     var target = hls.targetLatency, surplus = hls.latency - target - LIVE_MARGIN, rate = 1;
-    if (target && surplus > CATCHUP_MIN_SURPLUS && surplus < CATCHUP_MAX_SURPLUS &&
+    if (target && surplus >= CATCHUP_MAX_SURPLUS && !st.behindOnPurpose && !video.seeking &&
+      bufferAhead() > surplus) {
+      st.jumps++;
+      seekOwn(video.currentTime + surplus);
+    } else if (target && surplus > CATCHUP_MIN_SURPLUS && surplus < CATCHUP_MAX_SURPLUS &&
       bufferAhead() > CATCHUP_MIN_BUFFER) {
       rate = Math.min(CATCHUP_MAX_RATE, Math.round((1 + surplus) * 20) / 20);
     }

@@ -43,8 +43,10 @@
 // and a viewer who falls behind (a slow start, a stall) plays at up to 1.2x
 // until back there, while at least 0.5 s is buffered ahead: hls.js's own
 // catch-up needs 1 s buffered, more than a player at PART-HOLD-BACK has.
-// Beyond the hls.js error recovery, a
-// watchdog reloads the stream when playback has not moved for 8 s without
+// A viewer 3 s or more behind after a stall, with the media buffered,
+// jumps back at once, unless they paused or seeked back; hls.js is not let
+// raise its target latency after a stall (liveSyncOnStallIncrease 0).
+// Beyond the hls.js error recovery, a watchdog reloads the stream when playback has not moved for 8 s without
 // the viewer pausing (an origin restart). When the show ends the page says
 // so, and starts again once a new show is live under the same name.
 package player
