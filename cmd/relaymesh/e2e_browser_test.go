@@ -119,37 +119,13 @@ func TestBrowserPlaysOpus(t *testing.T) {
 // speeds up only while the excess is under about one target duration.)
 func TestBrowserCatchesUpAfterPause(t *testing.T) {
 	t.Parallel()
-	requireE2E(t, "ffmpeg")
-	requireChromium(t)
-	ctx := testContext(t, 60*time.Second)
-	o := startOrigin(t)
-	startPublisher(t, "ffmpeg", o.rtmpURL("test"), 55)
-	b := startBrowser(t)
-	c := newHTTPClient(t)
-	waitPlaylist(t, ctx, c, o.url("/live/test/media.m3u8"), "a complete segment", hasComplete(1))
-	p := playInBrowser(t, b, o.url("/live/test/"), browserStartLimit, 2*time.Second)
-	before, _ := p.latencyRange()
-
-	eval[bool](t, b, `(document.querySelector('video').pause(), true)`)
-	time.Sleep(1200 * time.Millisecond)
-	eval[bool](t, b, `(document.querySelector('video').play(), true)`)
-	behind := 0.0
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		st := b.mustStats(t)
-		if st.Latency != nil {
-			behind = max(behind, *st.Latency)
-			if behind > before+0.9 && *st.Latency < before+0.3 {
-				t.Logf("latency %.2f s before the pause, %.2f s after it, back to %.2f s", before, behind, *st.Latency)
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("latency %.2f s before the pause, at most %.2f s after it, still %s 15 s later: the player did not catch up",
-				before, behind, st.String())
-		}
-		time.Sleep(250 * time.Millisecond)
+	r := recoverAfter(t, `(document.querySelector('video').pause(), true)`, 1200*time.Millisecond,
+		`(document.querySelector('video').play(), true)`, 0.9, 0.3, 15*time.Second)
+	if !r.ok {
+		t.Fatalf("latency %.2f s before the pause, at most %.2f s after it, still %s 15 s later: the player did not catch up",
+			r.before, r.behind, r.last.String())
 	}
+	t.Logf("latency %.2f s before the pause, %.2f s after it, back to %.2f s", r.before, r.behind, *r.last.Latency)
 }
 
 // TestBrowserBackToLiveAfterStall blocks the page's JavaScript for 4 s, as
@@ -158,6 +134,30 @@ func TestBrowserCatchesUpAfterPause(t *testing.T) {
 // latency before the stall, since the viewer did not pause or seek.
 func TestBrowserBackToLiveAfterStall(t *testing.T) {
 	t.Parallel()
+	r := recoverAfter(t, `(() => { const end = Date.now() + 4000; while (Date.now() < end) {} return true; })()`, 0, "",
+		2, 0.4, 20*time.Second)
+	if !r.ok {
+		t.Fatalf("latency %.2f s before the stall, at most %.2f s after it, still %s 20 s later: the player did not get back",
+			r.before, r.behind, r.last.String())
+	}
+	t.Logf("latency %.2f s before the stall, %.2f s after it, back to %.2f s after %d jump(s)", r.before, r.behind, *r.last.Latency, r.last.Jumps)
+	if r.last.Jumps == 0 {
+		t.Errorf("back near the live edge without the page's jump: %s", r.last.String())
+	}
+}
+
+type recovery struct {
+	before, behind float64 // latency before the disturbance, and the most after it
+	last           *playerStats
+	ok             bool
+}
+
+// recoverAfter plays the built-in page on an origin, runs the script
+// disturb in it, waits pause, runs resume (if any), and waits up to bound
+// for the latency to have grown by more than grew and to be back within
+// within of where it was, while playing.
+func recoverAfter(t *testing.T, disturb string, pause time.Duration, resume string, grew, within float64, bound time.Duration) recovery {
+	t.Helper()
 	requireE2E(t, "ffmpeg")
 	requireChromium(t)
 	ctx := testContext(t, 60*time.Second)
@@ -167,26 +167,26 @@ func TestBrowserBackToLiveAfterStall(t *testing.T) {
 	c := newHTTPClient(t)
 	waitPlaylist(t, ctx, c, o.url("/live/test/media.m3u8"), "a complete segment", hasComplete(1))
 	p := playInBrowser(t, b, o.url("/live/test/"), browserStartLimit, 2*time.Second)
-	before, _ := p.latencyRange()
+	var r recovery
+	r.before, _ = p.latencyRange()
 
-	eval[bool](t, b, `(() => { const end = Date.now() + 4000; while (Date.now() < end) {} return true; })()`)
-	behind := 0.0
-	deadline := time.Now().Add(20 * time.Second)
+	eval[bool](t, b, disturb)
+	time.Sleep(pause)
+	if resume != "" {
+		eval[bool](t, b, resume)
+	}
+	deadline := time.Now().Add(bound)
 	for {
-		st := b.mustStats(t)
-		if st.Latency != nil {
-			behind = max(behind, *st.Latency)
-			if behind > before+2 && *st.Latency < before+0.4 && st.Playing {
-				t.Logf("latency %.2f s before the stall, %.2f s after it, back to %.2f s after %d jump(s)", before, behind, *st.Latency, st.Jumps)
-				if st.Jumps == 0 {
-					t.Errorf("back near the live edge without the page's jump: %s", st.String())
-				}
-				return
+		r.last = b.mustStats(t)
+		if lat := r.last.Latency; lat != nil {
+			r.behind = max(r.behind, *lat)
+			if r.behind > r.before+grew && *lat < r.before+within && r.last.Playing {
+				r.ok = true
+				return r
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("latency %.2f s before the stall, at most %.2f s after it, still %s 20 s later: the player did not get back",
-				before, behind, st.String())
+			return r
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
