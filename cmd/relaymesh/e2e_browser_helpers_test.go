@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/relaymesh/relaymesh/internal/headless"
 )
 
 // chromiumBin is the browser the tests drive: Debian's package chromium.
@@ -45,17 +47,7 @@ func startBrowser(t *testing.T) *browser {
 	t.Helper()
 	path := requireChromium(t)
 	b := &browser{}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", "new"),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.DisableGPU,
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("mute-audio", true),
-		chromedp.Flag("no-proxy-server", true),
-		chromedp.WindowSize(1280, 720),
-		chromedp.CombinedOutput(&b.output),
-	)
+	opts := append(headless.Options(path), chromedp.CombinedOutput(&b.output))
 	// The browser's lifetime is the test's: the contexts are cancelled by
 	// cleanup, not by a deadline (a deadline on the first Run would end
 	// the browser). Every step below runs under a deadline of its own.

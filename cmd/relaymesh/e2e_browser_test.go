@@ -120,7 +120,8 @@ func TestBrowserPlaysOpus(t *testing.T) {
 func TestBrowserCatchesUpAfterPause(t *testing.T) {
 	t.Parallel()
 	r := recoverAfter(t, `(document.querySelector('video').pause(), true)`, 1200*time.Millisecond,
-		`(document.querySelector('video').play(), true)`, 0.9, 0.3, 15*time.Second)
+		`(document.querySelector('video').play(), true)`, 0.3, 15*time.Second,
+		func(r *recovery) bool { return r.behind > r.before+0.9 })
 	if !r.ok {
 		t.Fatalf("latency %.2f s before the pause, at most %.2f s after it, still %s 15 s later: the player did not catch up",
 			r.before, r.behind, r.last.String())
@@ -131,19 +132,19 @@ func TestBrowserCatchesUpAfterPause(t *testing.T) {
 // TestBrowserBackToLiveAfterStall blocks the page's JavaScript for 4 s, as
 // a busy device would stall a viewer, which leaves it about 4 s behind the
 // live edge with that much buffered. The page jumps it back near its
-// latency before the stall, since the viewer did not pause or seek.
+// latency before the stall, since the viewer did not pause or seek. (The
+// jump can come before the test's next look, so the proof that the viewer
+// was behind is the page's count of jumps, which it makes only from 3 s
+// behind.)
 func TestBrowserBackToLiveAfterStall(t *testing.T) {
 	t.Parallel()
 	r := recoverAfter(t, `(() => { const end = Date.now() + 4000; while (Date.now() < end) {} return true; })()`, 0, "",
-		2, 0.4, 20*time.Second)
+		0.4, 20*time.Second, func(r *recovery) bool { return r.last.Jumps > 0 })
 	if !r.ok {
 		t.Fatalf("latency %.2f s before the stall, at most %.2f s after it, still %s 20 s later: the player did not get back",
 			r.before, r.behind, r.last.String())
 	}
-	t.Logf("latency %.2f s before the stall, %.2f s after it, back to %.2f s after %d jump(s)", r.before, r.behind, *r.last.Latency, r.last.Jumps)
-	if r.last.Jumps == 0 {
-		t.Errorf("back near the live edge without the page's jump: %s", r.last.String())
-	}
+	t.Logf("latency %.2f s before the stall, %.2f s seen after it, back to %.2f s after %d jump(s)", r.before, r.behind, *r.last.Latency, r.last.Jumps)
 }
 
 type recovery struct {
@@ -154,9 +155,10 @@ type recovery struct {
 
 // recoverAfter plays the built-in page on an origin, runs the script
 // disturb in it, waits pause, runs resume (if any), and waits up to bound
-// for the latency to have grown by more than grew and to be back within
+// until seen says the disturbance has shown and the latency is back within
 // within of where it was, while playing.
-func recoverAfter(t *testing.T, disturb string, pause time.Duration, resume string, grew, within float64, bound time.Duration) recovery {
+func recoverAfter(t *testing.T, disturb string, pause time.Duration, resume string, within float64, bound time.Duration,
+	seen func(*recovery) bool) recovery {
 	t.Helper()
 	requireE2E(t, "ffmpeg")
 	requireChromium(t)
@@ -180,7 +182,7 @@ func recoverAfter(t *testing.T, disturb string, pause time.Duration, resume stri
 		r.last = b.mustStats(t)
 		if lat := r.last.Latency; lat != nil {
 			r.behind = max(r.behind, *lat)
-			if r.behind > r.before+grew && *lat < r.before+within && r.last.Playing {
+			if seen(&r) && *lat < r.before+within && r.last.Playing {
 				r.ok = true
 				return r
 			}

@@ -248,8 +248,8 @@
   }
 
   // seekOwn seeks for the page, not the viewer. A pause, or a seek back,
-  // is the viewer's: from then on they may watch behind on purpose, and
-  // catchUp does not jump them. (hls.js seeks too, forward over holes.)
+  // is the viewer's: until they are back at the live edge they may watch
+  // behind on purpose, and catchUp does not jump them. (hls.js seeks too, forward over holes.)
   var ownSeek = false, lastPlayhead = 0;
   function seekOwn(pos) {
     ownSeek = true;
@@ -282,6 +282,8 @@
     if (!video.seeking) lastPlayhead = video.currentTime;
     if (!hls || st.engine !== 'hls.js' || !playing()) return;
     var target = hls.targetLatency, surplus = hls.latency - target - LIVE_MARGIN, rate = 1;
+    // Back at the live edge, the viewer watches live again.
+    if (target && surplus <= CATCHUP_MIN_SURPLUS) st.behindOnPurpose = false;
     if (target && surplus >= CATCHUP_MAX_SURPLUS && !st.behindOnPurpose && !video.seeking &&
       bufferAhead() > surplus) {
       st.jumps++;

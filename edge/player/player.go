@@ -44,7 +44,8 @@
 // until back there, while at least 0.5 s is buffered ahead: hls.js's own
 // catch-up needs 1 s buffered, more than a player at PART-HOLD-BACK has.
 // A viewer 3 s or more behind after a stall, with the media buffered,
-// jumps back at once, unless they paused or seeked back; hls.js is not let
+// jumps back at once, unless they paused or seeked back since they were
+// last at the live edge; hls.js is not let
 // raise its target latency after a stall (liveSyncOnStallIncrease 0).
 // Beyond the hls.js error recovery, a watchdog reloads the stream when playback has not moved for 8 s without
 // the viewer pausing (an origin restart). When the show ends the page says

@@ -96,6 +96,8 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/relaymesh/relaymesh/internal/headless"
 )
 
 //go:embed probe.js
@@ -244,18 +246,8 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return fmt.Errorf("find the browser (apt-get install chromium): %w", err)
 	}
-	// As the browser tests start it: headless, as root in a container, and
-	// allowed to play media without a user gesture.
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", "new"),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.DisableGPU,
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("mute-audio", true),
-		chromedp.Flag("no-proxy-server", true),
-		chromedp.WindowSize(1280, 720),
-	)
+	// As the browser tests start it.
+	opts := headless.Options(path)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	defer cancelAlloc()
 	tab, cancelTab := chromedp.NewContext(allocCtx)
