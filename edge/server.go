@@ -245,6 +245,51 @@ func startable(snap *relay.Snapshot) bool {
 // one included, is the start of a stream for startable.
 const streamStartSegments = 3
 
+// firstSnapshot returns the snapshot a viewer's first playlist is
+// answered from: one a player starts well from (startable), and fresh.
+//
+// Players place their start from the moment the first playlist arrives
+// (hls.js: its newest part's end plus the time since arrival), not from
+// when that part ended here. A playlist answered late in a part starts
+// them up to a part further behind than PART-HOLD-BACK, and a player that
+// does not catch up stays there for the session. So a first playlist whose
+// newest part is more than half a part old waits for the next part, while
+// it is due: at most half a part of wait, for at most half a part of
+// error.
+//
+// Not a 503 when a wait runs out: the playlist is valid, only less
+// convenient to start from.
+func firstSnapshot(ctx context.Context, st *relay.Stream, snap *relay.Snapshot) *relay.Snapshot {
+	pt := st.PartTarget
+	if !startable(snap) {
+		return waitStartable(ctx, st)
+	}
+	age := time.Since(snap.PartAdded)
+	if !snap.Live || snap.PartAdded.IsZero() || age <= pt/2 || age >= pt+pt/2 {
+		return snap // fresh; or the publisher is late, and a wait may be long
+	}
+	n := snap.NextPart
+	next, err := st.WaitFor(ctx, pt+pt/2-age, func(s *relay.Snapshot) bool { return s.NextPart != n })
+	switch {
+	case err != nil:
+		return snap // the next part is late
+	case startable(next):
+		return next
+	default:
+		return waitStartable(ctx, st) // the new part brought the segment's end near
+	}
+}
+
+// waitStartable waits until the stream is startable, for up to
+// PART-HOLD-BACK + 1 parts. The snapshot that makes it so was published
+// just now, so it is fresh too.
+func waitStartable(ctx context.Context, st *relay.Stream) *relay.Snapshot {
+	if next, err := st.WaitFor(ctx, (holdBackParts+1)*st.PartTarget, startable); err == nil {
+		return next
+	}
+	return st.Snapshot()
+}
+
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.Stream) {
 	snap := st.Snapshot()
 	td := targetDuration(snap)
@@ -287,14 +332,8 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 			return
 		}
 	}
-	if first && !d.Blocking() && !startable(snap) {
-		// Not a 503 when this runs out: the playlist is valid, only less
-		// convenient to start from.
-		if next, err := st.WaitFor(r.Context(), (holdBackParts+1)*st.PartTarget, startable); err == nil {
-			snap = next
-		} else {
-			snap = st.Snapshot()
-		}
+	if first && !d.Blocking() {
+		snap = firstSnapshot(r.Context(), st, snap)
 	}
 	if d.Blocking() {
 		cacheFor(w, 6*td)

@@ -385,6 +385,43 @@ func TestServeMediaStartsAwayFromSegmentEnd(t *testing.T) {
 	}
 }
 
+// A viewer's first playlist whose newest part is more than half a part
+// old waits for the next part, so players do not start a part further
+// behind than PART-HOLD-BACK; but not for a publisher that is late with it.
+// (1 s parts here, for wide timing margins.)
+func TestServeMediaFirstPlaylistIsFresh(t *testing.T) {
+	t.Parallel()
+	const pt = time.Second
+	f := newFixture(t, relay.RegistryConfig{PartTarget: pt})
+	f.b.open(false)
+	for range 4 {
+		f.b.segment(2*pt, false) // parts 0-7
+	}
+	f.b.part(pt) // part 8 opens segment 4; a start here is startable
+	first := func(session string) <-chan response {
+		return f.async(mediaPath + "?rmsid=" + session)
+	}
+	served := func(ch <-chan response, what string, part uint64) {
+		t.Helper()
+		r := await(t, ch, 400*time.Millisecond, what)
+		if pl := parseMedia(t, r.body); r.status != http.StatusOK || !hasPart(pl, part) || hasPart(pl, part+1) {
+			t.Fatalf("%s: %d, want part %d newest\n%s", what, r.status, part, r.body)
+		}
+	}
+	added := time.Now()
+
+	served(first("aaaaaaaaaaaaaaaa"), "first playlist of a fresh part", 8)
+
+	time.Sleep(time.Until(added.Add(pt/2 + pt/10)))
+	ch := first("bbbbbbbbbbbbbbbb")
+	pending(t, ch, pt/5, "first playlist of a part over half a part old")
+	f.b.part(pt)
+	served(ch, "first playlist once the next part is in", 9)
+
+	time.Sleep(time.Until(time.Now().Add(pt + pt/2 + pt/10)))
+	served(first("cccccccccccccccc"), "first playlist while the publisher is late", 9)
+}
+
 func TestServeHintedPart(t *testing.T) {
 	t.Parallel()
 	f := liveFixture(t, relay.RegistryConfig{})

@@ -75,6 +75,9 @@ type Snapshot struct {
 	// TargetDuration is EXT-X-TARGETDURATION in seconds. It starts at the
 	// stream's floor and only grows, if an encoder's GOP is longer.
 	TargetDuration int
+	// PartAdded is when this node added the newest part, by its own clock:
+	// how stale a playlist rendered from this snapshot is.
+	PartAdded time.Time
 
 	changed chan struct{}
 	memo    *sync.Map
@@ -373,8 +376,9 @@ func (s *Stream) appendPart(snap *Snapshot, p *Part) {
 	seg.Size += len(p.Data)
 	s.bytes += len(p.Data)
 	snap.Segments[len(snap.Segments)-1] = &seg
+	snap.PartAdded = time.Now()
 	if s.onPart != nil && !seg.Start.IsZero() {
-		s.onPart(s.Name, time.Since(seg.Start.Add(seg.Duration)))
+		s.onPart(s.Name, snap.PartAdded.Sub(seg.Start.Add(seg.Duration)))
 	}
 	// A segment rounds to its nearest whole second (RFC 8216bis 4.4.3.1).
 	if td := int((seg.Duration + time.Second/2) / time.Second); td > snap.TargetDuration {
