@@ -20,6 +20,7 @@ var testEpoch = time.Date(2026, 5, 1, 12, 0, 0, 123_000_000, time.UTC)
 // builder writes a relay.Stream through its writer API, as a packager
 // would, keeping wall clock and media time in step.
 type builder struct {
+	epoch  time.Time // PROGRAM-DATE-TIME of media time 0; testEpoch if zero
 	st     *relay.Stream
 	init   *relay.Init
 	inits  uint64
@@ -49,7 +50,11 @@ func (b *builder) newInit() *relay.Init {
 
 // open completes the open segment (if any) and opens a new one.
 func (b *builder) open(disc bool) {
-	b.st.Cut(nil, &relay.SegmentHeader{Start: testEpoch.Add(b.media), Discontinuity: disc, Init: b.init})
+	epoch := b.epoch
+	if epoch.IsZero() {
+		epoch = testEpoch
+	}
+	b.st.Cut(nil, &relay.SegmentHeader{Start: epoch.Add(b.media), Discontinuity: disc, Init: b.init})
 }
 
 // part appends a part; the first part of a segment is independent.

@@ -264,8 +264,8 @@ func firstSnapshot(ctx context.Context, st *relay.Stream, snap *relay.Snapshot) 
 	if !startable(snap) {
 		return waitStartable(ctx, st)
 	}
-	age := time.Since(snap.PartAdded)
-	if !snap.Live || snap.PartAdded.IsZero() || age <= pt/2 || age >= pt+pt/2 {
+	age := snap.PartAge(time.Now())
+	if !snap.Live || age <= pt/2 || age >= pt+pt/2 {
 		return snap // fresh; or the publisher is late, and a wait may be long
 	}
 	n := snap.NextPart

@@ -388,16 +388,22 @@ func TestServeMediaStartsAwayFromSegmentEnd(t *testing.T) {
 // A viewer's first playlist whose newest part is more than half a part
 // old waits for the next part, so players do not start a part further
 // behind than PART-HOLD-BACK; but not for a publisher that is late with it.
-// (1 s parts here, for wide timing margins.)
+// A part's age is the longer of the time since it was added and since its
+// media end by PROGRAM-DATE-TIME, which is all a fresh replica knows of the
+// parts it receives at once. (1 s parts here, for wide timing margins.)
 func TestServeMediaFirstPlaylistIsFresh(t *testing.T) {
 	t.Parallel()
 	const pt = time.Second
 	f := newFixture(t, relay.RegistryConfig{PartTarget: pt})
+	// Part 40's media ends 0.6 s before now by PROGRAM-DATE-TIME, as if
+	// replayed to a replica that has just added parts 0-40. Long segments
+	// keep the segment's end away (startable).
+	f.b.epoch = time.Now().Add(-41*pt - 6*pt/10)
 	f.b.open(false)
 	for range 4 {
-		f.b.segment(2*pt, false) // parts 0-7
+		f.b.segment(10*pt, false) // parts 0-39
 	}
-	f.b.part(pt) // part 8 opens segment 4; a start here is startable
+	f.b.part(pt) // part 40 opens segment 4
 	first := func(session string) <-chan response {
 		return f.async(mediaPath + "?rmsid=" + session)
 	}
@@ -408,18 +414,23 @@ func TestServeMediaFirstPlaylistIsFresh(t *testing.T) {
 			t.Fatalf("%s: %d, want part %d newest\n%s", what, r.status, part, r.body)
 		}
 	}
-	added := time.Now()
 
-	served(first("aaaaaaaaaaaaaaaa"), "first playlist of a fresh part", 8)
+	ch := first("aaaaaaaaaaaaaaaa")
+	pending(t, ch, pt/5, "first playlist of a replayed part 0.6 s old")
+	f.b.part(pt)
+	added := time.Now()
+	served(ch, "first playlist once the next part is in", 41)
+	served(first("bbbbbbbbbbbbbbbb"), "first playlist of a fresh part", 41)
 
 	time.Sleep(time.Until(added.Add(pt/2 + pt/10)))
-	ch := first("bbbbbbbbbbbbbbbb")
+	ch = first("cccccccccccccccc")
 	pending(t, ch, pt/5, "first playlist of a part over half a part old")
 	f.b.part(pt)
-	served(ch, "first playlist once the next part is in", 9)
+	added = time.Now()
+	served(ch, "first playlist once the next part is in", 42)
 
-	time.Sleep(time.Until(time.Now().Add(pt + pt/2 + pt/10)))
-	served(first("cccccccccccccccc"), "first playlist while the publisher is late", 9)
+	time.Sleep(time.Until(added.Add(pt + pt/2 + pt/10)))
+	served(first("dddddddddddddddd"), "first playlist while the publisher is late", 42)
 }
 
 func TestServeHintedPart(t *testing.T) {

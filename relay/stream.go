@@ -141,6 +141,26 @@ func (s *Snapshot) Tail() (fromPart, discSeq uint64) {
 	return s.NextPart, discSeq
 }
 
+// PartAge is how long ago the newest part was complete, as well as this
+// node knows: the longer of the time since it added the part and since
+// the part's media end by PROGRAM-DATE-TIME. A fresh replica receives its
+// first parts all at once, so only the second tells their age (given
+// clocks in step). Zero when there is no part.
+func (s *Snapshot) PartAge(now time.Time) time.Duration {
+	for i := len(s.Segments) - 1; i >= 0; i-- {
+		seg := s.Segments[i]
+		if len(seg.Parts) == 0 {
+			continue
+		}
+		age := now.Sub(s.PartAdded)
+		if !seg.Start.IsZero() {
+			age = max(age, now.Sub(seg.Start.Add(seg.Duration)))
+		}
+		return age
+	}
+	return 0
+}
+
 // Open returns the segment being cut, or nil.
 func (s *Snapshot) Open() *Segment {
 	if n := len(s.Segments); n > 0 && !s.Segments[n-1].Complete {
