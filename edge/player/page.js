@@ -221,12 +221,14 @@
     hls.attachMedia(video);
   }
 
-  // hls.js starts a live stream at the first frame of the segment that
-  // holds its sync position (PART-HOLD-BACK behind the live edge): it
-  // buffers from the segment's keyframe and plays from the buffer's start,
-  // up to a GOP later than the sync position. startAtSyncPosition seeks to
-  // the sync position (less LIVE_MARGIN) as soon as the first media is
-  // buffered, before anything is shown; catchUp below makes up the rest.
+  // hls.js takes its start position from the first playlist (its sync
+  // position then, PART-HOLD-BACK behind the live edge), buffers from the
+  // keyframe before it, and seeks there once media is buffered. By then
+  // the live edge has moved on by hls.js's start-up time (90-270 ms seen),
+  // and without catch-up it never makes that up. startAtSyncPosition seeks
+  // to the sync position as it is when the first media is buffered (less
+  // LIVE_MARGIN), before anything is shown; catchUp below makes up the
+  // rest.
   // LIVE_MARGIN: the page plays this much behind hls.js's target latency,
   // so that its buffer also covers a pathway switch (a first playlist from
   // another node).
