@@ -120,6 +120,11 @@ func (p *Puller) Run(ctx context.Context) error {
 	p.mu.Unlock()
 	close(p.running)
 	<-ctx.Done()
+	// start adds to wg under mu and refuses once ctx has ended: taking mu
+	// orders every Add before this Wait (the WaitGroup rule the race
+	// detector checks).
+	p.mu.Lock()
+	p.mu.Unlock()
 	p.wg.Wait()
 	return nil
 }
