@@ -723,3 +723,40 @@ func TestSnapshotTail(t *testing.T) {
 		})
 	}
 }
+
+// PartAge takes the longer of the time since this node added the newest
+// part and since its media end by PROGRAM-DATE-TIME, from the last segment
+// that has parts.
+func TestSnapshotPartAge(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	ms := time.Millisecond
+	withParts := func(start time.Time, n int, complete bool) *Segment {
+		s := &Segment{Start: start, Complete: complete}
+		for range n {
+			s.Parts = append(s.Parts, &Part{Duration: 200 * ms})
+			s.Duration += 200 * ms
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name string
+		snap Snapshot
+		want time.Duration
+	}{
+		{"no part", Snapshot{}, 0},
+		{"added late in the part, PDT agrees", Snapshot{PartAdded: now.Add(-150 * ms),
+			Segments: []*Segment{withParts(now.Add(-550*ms), 2, false)}}, 150 * ms},
+		{"replayed: just added, media ended 0.6 s ago",
+			Snapshot{PartAdded: now, Segments: []*Segment{withParts(now.Add(-1000*ms), 2, false)}}, 600 * ms},
+		{"media end ahead of the wall clock (an encoder's burst)",
+			Snapshot{PartAdded: now.Add(-20 * ms), Segments: []*Segment{withParts(now, 2, false)}}, 20 * ms},
+		{"open segment still empty: the segment before it",
+			Snapshot{PartAdded: now.Add(-30 * ms), Segments: []*Segment{withParts(now.Add(-1300*ms), 5, true), {Start: now}}}, 300 * ms},
+		{"no PROGRAM-DATE-TIME", Snapshot{PartAdded: now.Add(-70 * ms),
+			Segments: []*Segment{withParts(time.Time{}, 1, false)}}, 70 * ms},
+	} {
+		if got := c.snap.PartAge(now); got != c.want {
+			t.Errorf("%s: PartAge %v, want %v", c.name, got, c.want)
+		}
+	}
+}
