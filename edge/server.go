@@ -230,20 +230,15 @@ const holdBackParts = 3
 //
 // Later requests never wait: players that reload without blocking
 // (gohlslib) would skip parts.
-func startable(snap *relay.Snapshot) bool { return startableAfter(snap, 0) }
-
-// startableAfter is startable for snap with n more parts in its open
-// segment.
-func startableAfter(snap *relay.Snapshot, n int) bool {
+func startable(snap *relay.Snapshot) bool {
 	open, prev := snap.Open(), snap.LastComplete()
 	if open == nil || prev == nil || !snap.Live {
 		return true
 	}
-	parts := len(open.Parts) + n
 	if len(snap.Segments) <= streamStartSegments {
-		return parts >= holdBackParts
+		return len(open.Parts) >= holdBackParts
 	}
-	return parts < holdBackParts || len(prev.Parts)-parts >= holdBackParts
+	return len(open.Parts) < holdBackParts || len(prev.Parts)-len(open.Parts) >= holdBackParts
 }
 
 // streamStartSegments: a window of this many segments or fewer, the open
@@ -260,8 +255,7 @@ const streamStartSegments = 3
 // does not catch up stays there for the session. So a first playlist whose
 // newest part is more than half a part old waits for the next part, while
 // it is due: at most half a part of wait, for at most half a part of
-// error. Not when the next part would bring the segment's end near: then
-// the viewer would wait for the boundary as well.
+// error.
 //
 // Not a 503 when a wait runs out: the playlist is valid, only less
 // convenient to start from.
@@ -271,15 +265,19 @@ func firstSnapshot(ctx context.Context, st *relay.Stream, snap *relay.Snapshot) 
 		return waitStartable(ctx, st)
 	}
 	age := snap.PartAge(time.Now())
-	if !snap.Live || age <= pt/2 || age >= pt+pt/2 || !startableAfter(snap, 1) {
-		return snap // fresh; the publisher is late; or the wait would be long
+	if !snap.Live || age <= pt/2 || age >= pt+pt/2 {
+		return snap // fresh; or the publisher is late, and a wait may be long
 	}
 	n := snap.NextPart
 	next, err := st.WaitFor(ctx, pt+pt/2-age, func(s *relay.Snapshot) bool { return s.NextPart != n })
-	if err != nil || !startable(next) {
-		return snap // the next part is late, or (a shorter segment) not one to start from
+	switch {
+	case err != nil:
+		return snap // the next part is late
+	case startable(next):
+		return next
+	default:
+		return waitStartable(ctx, st) // the new part brought the segment's end near
 	}
-	return next
 }
 
 // waitStartable waits until the stream is startable, for up to

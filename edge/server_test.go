@@ -431,16 +431,6 @@ func TestServeMediaFirstPlaylistIsFresh(t *testing.T) {
 
 	time.Sleep(time.Until(added.Add(pt + pt/2 + pt/10)))
 	served(first("dddddddddddddddd"), "first playlist while the publisher is late", 42)
-
-	// Segment 4 completes with five parts; in segment 5 the third part
-	// would bring the segment's end near (startable), so a first playlist
-	// does not wait for it, however old the second is.
-	f.b.fill(2 * pt) // parts 43, 44
-	f.b.open(false)
-	f.b.fill(2 * pt) // parts 45, 46
-	added = time.Now()
-	time.Sleep(time.Until(added.Add(pt/2 + pt/10)))
-	served(first("eeeeeeeeeeeeeeee"), "first playlist when the next part brings the segment's end near", 46)
 }
 
 func TestServeHintedPart(t *testing.T) {
