@@ -431,6 +431,23 @@ func TestServeMediaFirstPlaylistIsFresh(t *testing.T) {
 
 	time.Sleep(time.Until(added.Add(pt + pt/2 + pt/10)))
 	served(first("dddddddddddddddd"), "first playlist while the publisher is late", 42)
+
+	// Segment 4 completes with five parts; in segment 5 a stale second
+	// part is as good as the third, near the segment's end: the first
+	// playlist waits for the third and then for the boundary, and the
+	// player starts in the segment just completed.
+	f.b.fill(2 * pt) // parts 43, 44
+	f.b.open(false)
+	f.b.fill(2 * pt) // parts 45, 46
+	added = time.Now()
+	time.Sleep(time.Until(added.Add(pt/2 + pt/10)))
+	ch = first("eeeeeeeeeeeeeeee")
+	pending(t, ch, pt/5, "first playlist of a stale part near the segment's end")
+	f.b.part(pt) // part 47: three of five
+	pending(t, ch, pt/5, "first playlist near the segment's end")
+	f.b.fill(2 * pt) // parts 48, 49
+	f.b.open(false)
+	served(ch, "first playlist after the boundary", 49)
 }
 
 func TestServeHintedPart(t *testing.T) {
