@@ -100,8 +100,14 @@ func streamURL(n steer.Node, stream, file string) string {
 	return n.URL + PathPrefix + stream + "/" + file
 }
 
-func (rt *Routing) mediaURL(n steer.Node, stream, session string) string {
-	return streamURL(n, stream, mediaPlaylistName) + "?" + sessionParam + "=" + session
+// mediaURL is the media playlist URI of stream on n for session; move
+// marks it as a pathway the player moves to (moveParam).
+func (rt *Routing) mediaURL(n steer.Node, stream, session string, move bool) string {
+	u := streamURL(n, stream, mediaPlaylistName) + "?" + sessionParam + "=" + session
+	if move {
+		u += "&" + moveParam + "=1"
+	}
+	return u
 }
 
 func (rt *Routing) steeringURL(n steer.Node, stream, session, region string, reload bool) string {
@@ -171,8 +177,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, stream string) *a
 func (s *Server) steeredPlaylist(snap *relay.Snapshot, stream string, a *admission) []byte {
 	rt := s.Routing
 	ps := make([]Pathway, 0, len(a.pathways))
-	for _, n := range a.pathways {
-		ps = append(ps, Pathway{ID: n.Name, URI: rt.mediaURL(n, stream, a.session)})
+	for i, n := range a.pathways {
+		ps = append(ps, Pathway{ID: n.Name, URI: rt.mediaURL(n, stream, a.session, i > 0)})
 	}
 	reload := a.pathways[0]
 	if len(a.pathways) > 1 {
@@ -237,7 +243,7 @@ func (s *Server) serveSteering(w http.ResponseWriter, r *http.Request, stream st
 			host = u.Host
 		}
 		m.Clones = append(m.Clones, pathwayClone{BaseID: current, ID: n.Name, Replacement: uriReplacement{
-			Host: host, PerVariant: map[string]string{stableVariantID: rt.mediaURL(n, stream, session)},
+			Host: host, PerVariant: map[string]string{stableVariantID: rt.mediaURL(n, stream, session, true)},
 		}})
 	}
 	var buf bytes.Buffer

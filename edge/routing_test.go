@@ -93,9 +93,13 @@ func TestSteeredMultivariant(t *testing.T) {
 	if steering[0] != want {
 		t.Errorf("steering tag\n got %s\nwant %s", steering[0], want)
 	}
+	// The player starts on the first pathway; the others are moves.
 	for i, node := range []string{"edge-1", "edge-2"} {
-		if !strings.Contains(variants[i], `PATHWAY-ID="`+node+`",STABLE-VARIANT-ID="main"`) ||
-			uris[i] != "http://"+node+".example:8080/live/cam/media.m3u8?rmsid="+session {
+		uri := "http://" + node + ".example:8080/live/cam/media.m3u8?rmsid=" + session
+		if i > 0 {
+			uri += "&" + moveParam + "=1"
+		}
+		if !strings.Contains(variants[i], `PATHWAY-ID="`+node+`",STABLE-VARIANT-ID="main"`) || uris[i] != uri {
 			t.Errorf("variant %d: %s\n%s; want pathway %s", i, variants[i], uris[i], node)
 		}
 	}
@@ -192,7 +196,7 @@ func TestSteeringManifest(t *testing.T) {
 			t.Fatalf("clones %+v, want one for each pathway but the viewer's own", m.Clones)
 		}
 		for _, c := range m.Clones {
-			want := "http://" + c.ID + ".example:8080/live/cam/media.m3u8?rmsid=" + session
+			want := "http://" + c.ID + ".example:8080/live/cam/media.m3u8?rmsid=" + session + "&" + moveParam + "=1"
 			if c.BaseID != "edge-1" || c.URI.Host != c.ID+".example:8080" || c.URI.PerVariant["main"] != want {
 				t.Errorf("clone %+v: want BASE-ID edge-1 and %s", c, want)
 			}

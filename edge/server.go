@@ -230,15 +230,20 @@ const holdBackParts = 3
 //
 // Later requests never wait: players that reload without blocking
 // (gohlslib) would skip parts.
-func startable(snap *relay.Snapshot) bool {
+func startable(snap *relay.Snapshot) bool { return startableAfter(snap, 0) }
+
+// startableAfter is startable for snap with n more parts in its open
+// segment.
+func startableAfter(snap *relay.Snapshot, n int) bool {
 	open, prev := snap.Open(), snap.LastComplete()
 	if open == nil || prev == nil || !snap.Live {
 		return true
 	}
+	parts := len(open.Parts) + n
 	if len(snap.Segments) <= streamStartSegments {
-		return len(open.Parts) >= holdBackParts
+		return parts >= holdBackParts
 	}
-	return len(open.Parts) < holdBackParts || len(prev.Parts)-len(open.Parts) >= holdBackParts
+	return parts < holdBackParts || len(prev.Parts)-parts >= holdBackParts
 }
 
 // streamStartSegments: a window of this many segments or fewer, the open
@@ -255,10 +260,10 @@ const streamStartSegments = 3
 // does not catch up stays there for the session. So a first playlist whose
 // newest part is more than half a part old waits for the next part, while
 // it is due: at most half a part of wait, for at most half a part of
-// error. If that part brings the segment's end near, the viewer waits for
-// the boundary too: a stale playlist is, to the player, the next one, and
-// serving it at once started steered hls.js players there and stalled
-// them 3.5 s in 2 of 10 runs of TestSteeringBrowserDrainToNewEdge.
+// error. Not when that part would bring the segment's end near: the
+// viewer would wait for the boundary as well (up to half a second at a
+// cold join). A player moving here from another node (moveParam) never
+// waits.
 //
 // Not a 503 when a wait runs out: the playlist is valid, only less
 // convenient to start from.
@@ -268,19 +273,15 @@ func firstSnapshot(ctx context.Context, st *relay.Stream, snap *relay.Snapshot) 
 		return waitStartable(ctx, st)
 	}
 	age := snap.PartAge(time.Now())
-	if !snap.Live || age <= pt/2 || age >= pt+pt/2 {
-		return snap // fresh; or the publisher is late, and a wait may be long
+	if !snap.Live || age <= pt/2 || age >= pt+pt/2 || !startableAfter(snap, 1) {
+		return snap // fresh; the publisher is late; or the wait would be long
 	}
 	n := snap.NextPart
 	next, err := st.WaitFor(ctx, pt+pt/2-age, func(s *relay.Snapshot) bool { return s.NextPart != n })
-	switch {
-	case err != nil:
-		return snap // the next part is late
-	case startable(next):
-		return next
-	default:
-		return waitStartable(ctx, st) // the new part brought the segment's end near
+	if err != nil || !startable(next) {
+		return snap // the next part is late, or (a shorter segment) not one to start from
 	}
+	return next
 }
 
 // waitStartable waits until the stream is startable, for up to
@@ -335,7 +336,7 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *relay.St
 			return
 		}
 	}
-	if first && !d.Blocking() {
+	if first && !d.Blocking() && !q.Has(moveParam) {
 		snap = firstSnapshot(r.Context(), st, snap)
 	}
 	if d.Blocking() {

@@ -16,6 +16,14 @@ import (
 // their connection's address instead.
 const sessionParam = "rmsid"
 
+// moveParam marks the media playlist URI of a pathway a steered player
+// moves to (every pathway but its first, and every steering clone). Such
+// a first request is a move, not a start: it is answered at once, because
+// the player is playing on a buffer of about PART-HOLD-BACK, shorter than
+// the first-playlist waits (firstSnapshot). Waiting there stalled hls.js
+// 3.5 s in 5 of 20 runs of TestSteeringBrowserDrainToNewEdge.
+const moveParam = "rmsmove"
+
 // A viewer counts while one of its playlist requests is in flight and for
 // a while after the last one ended: minActive, or 1.5 target durations for
 // players that reload once per target duration. A viewer that moved to
